@@ -1,0 +1,412 @@
+using System.Globalization;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace InferenceServer.Model;
+
+/// <summary>
+/// Runs the dense decoder graph on the CPU provider. Owns the session and, per layer, one key
+/// and one value buffer shaped [slots, kv_heads, capacity, head_dim] that are bound as both the
+/// past input and the present output (GroupQueryAttention writes the new keys in place).
+///
+/// A step runs a contiguous range of slots as the batch rows. GroupQueryAttention on the CPU
+/// accepts three shapes of step, and <see cref="Step"/> takes exactly those:
+///   - decode: one new token in every row, each row with its own past length;
+///   - fresh prefill: several rows, none with a past, right-padded to the longest;
+///   - continuation: one row with a past and several new tokens.
+/// Decode steps reuse a cached IO binding per batch size, so they allocate nothing managed.
+/// </summary>
+public sealed unsafe class DecoderRunner : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly RunOptions _runOptions = new();
+    private readonly GenaiDecoderSection _decoder;
+    private readonly string? _positionIdsName;
+    private readonly bool _logitsPerPosition;
+    private readonly TensorElementType _logitsType;
+    private readonly TensorElementType _kvType;
+    private readonly int _kvElementSize;
+    private readonly long _slotKvElements;
+    private readonly string[] _pastKeyNames, _pastValueNames, _presentKeyNames, _presentValueNames;
+
+    private readonly NativeBuffer _inputIds;
+    private readonly NativeBuffer _attentionMask;
+    private readonly NativeBuffer _positionIds;
+    private readonly NativeBuffer _logits;
+    private readonly NativeBuffer _logitsFloat;
+    private readonly NativeBuffer[] _keys;
+    private readonly NativeBuffer[] _values;
+
+    // Decode bindings keyed by (first slot, batch size): fixed shapes over fixed buffers.
+    private readonly Dictionary<(int First, int Batch), StepBinding> _decodeBindings = [];
+    private bool _disposed;
+
+    public ModelFolder Folder { get; }
+    public int Slots { get; }
+    public int Capacity { get; }
+    public int VocabSize { get; }
+    public int LayerCount { get; }
+
+    /// <summary>Bytes held by the KV buffers of all layers and slots.</summary>
+    public long KvCacheBytes { get; }
+
+    public DecoderRunner(ModelFolder folder, RunnerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxBatch);
+        Folder = folder;
+        var model = folder.Config.Model;
+        _decoder = model.Decoder;
+        Slots = options.MaxBatch;
+        Capacity = options.MaxSequenceLength > 0 ? options.MaxSequenceLength : model.ContextLength;
+        if (Capacity > model.ContextLength)
+            throw new ArgumentOutOfRangeException(nameof(options), $"MaxSequenceLength {Capacity} exceeds the model's context length {model.ContextLength}");
+        VocabSize = model.VocabSize;
+        LayerCount = _decoder.NumHiddenLayers;
+
+        using var sessionOptions = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            LogId = _decoder.SessionOptions.LogId,
+        };
+        if (options.IntraOpThreads > 0)
+            sessionOptions.IntraOpNumThreads = options.IntraOpThreads;
+        try
+        {
+            _session = new InferenceSession(folder.DecoderPath, sessionOptions);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelLoadException($"{folder.DecoderPath}: ONNX Runtime cannot load the graph: {e.Message}", e);
+        }
+
+        try
+        {
+            _pastKeyNames = LayerNames(_decoder.Inputs.PastKeyNames);
+            _pastValueNames = LayerNames(_decoder.Inputs.PastValueNames);
+            _presentKeyNames = LayerNames(_decoder.Outputs.PresentKeyNames);
+            _presentValueNames = LayerNames(_decoder.Outputs.PresentValueNames);
+            _positionIdsName = _decoder.Inputs.PositionIds is { } p && _session.InputMetadata.ContainsKey(p) ? p : null;
+            CheckContract(out _kvType, out _logitsType, out _logitsPerPosition);
+            _kvElementSize = _kvType == TensorElementType.Float ? 4 : 2;
+
+            _slotKvElements = (long)_decoder.NumKeyValueHeads * Capacity * _decoder.HeadSize;
+            long layerBytes = Slots * _slotKvElements * _kvElementSize;
+            KvCacheBytes = layerBytes * 2 * LayerCount;
+            _keys = new NativeBuffer[LayerCount];
+            _values = new NativeBuffer[LayerCount];
+            for (var i = 0; i < LayerCount; i++)
+            {
+                _keys[i] = new NativeBuffer(layerBytes);
+                _values[i] = new NativeBuffer(layerBytes);
+            }
+            long tokenCells = (long)Slots * Capacity;
+            _inputIds = new NativeBuffer(tokenCells * sizeof(long));
+            _attentionMask = new NativeBuffer(tokenCells * sizeof(long));
+            _positionIds = new NativeBuffer(tokenCells * sizeof(long));
+            _logits = new NativeBuffer((long)Slots * VocabSize * (_logitsType == TensorElementType.Float ? 4 : 2));
+            _logitsFloat = _logitsType == TensorElementType.Float ? _logits : new NativeBuffer((long)Slots * VocabSize * 4);
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Runs one step over slots [firstSlot, firstSlot + rows.Length). <paramref name="tokens"/>
+    /// holds each row's new tokens, row after row. Returns the logits of the last new position of
+    /// each row, [rows, vocab]; the span is valid until the next step.
+    /// </summary>
+    public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var shape = Validate(firstSlot, rows, tokens);
+        var batch = rows.Length;
+
+        FillInputs(rows, tokens, shape.SequenceLength, shape.MaskWidth);
+
+        if (shape.IsDecode)
+        {
+            if (!_decodeBindings.TryGetValue((firstSlot, batch), out var binding))
+            {
+                binding = CreateBinding(firstSlot, batch, 1, Capacity);
+                _decodeBindings.Add((firstSlot, batch), binding);
+            }
+            Run(binding, rows, 1);
+        }
+        else
+        {
+            using var binding = CreateBinding(firstSlot, batch, shape.SequenceLength, shape.MaskWidth);
+            Run(binding, rows, shape.SequenceLength);
+        }
+        return new ReadOnlySpan<float>((float*)_logitsFloat.Pointer, batch * VocabSize);
+    }
+
+    private readonly record struct StepShape(int SequenceLength, int MaskWidth, bool IsDecode);
+
+    private StepShape Validate(int firstSlot, ReadOnlySpan<SequenceStep> rows, ReadOnlySpan<int> tokens)
+    {
+        if (rows.IsEmpty)
+            throw new ArgumentException("a step needs at least one row", nameof(rows));
+        if (firstSlot < 0 || firstSlot + rows.Length > Slots)
+            throw new ArgumentOutOfRangeException(nameof(firstSlot), $"rows {firstSlot}..{firstSlot + rows.Length - 1} are outside the {Slots} KV slots");
+        int total = 0, longest = 0;
+        bool anyPast = false;
+        foreach (var row in rows)
+        {
+            if (row.TokenCount < 1)
+                throw new ArgumentException("every row needs at least one new token", nameof(rows));
+            if (row.PastLength < 0)
+                throw new ArgumentException("a past length cannot be negative", nameof(rows));
+            if (row.PastLength + row.TokenCount > Capacity)
+                throw new ArgumentException($"a row would hold {row.PastLength + row.TokenCount} tokens; a slot holds {Capacity}", nameof(rows));
+            total += row.TokenCount;
+            longest = Math.Max(longest, row.TokenCount);
+            anyPast |= row.PastLength > 0;
+        }
+        if (tokens.Length != total)
+            throw new ArgumentException($"the rows announce {total} new tokens but {tokens.Length} were given", nameof(tokens));
+        foreach (var token in tokens)
+        {
+            if ((uint)token >= (uint)VocabSize)
+                throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {token} is outside the vocabulary (0..{VocabSize - 1})");
+        }
+
+        if (longest == 1)
+            // Every row decodes one token. The mask spans the whole slot so the shapes, and with
+            // them the cached binding, stay the same from step to step; only its content says
+            // how long each row is.
+            return new StepShape(1, Capacity, IsDecode: Capacity > 1);
+        if (rows.Length == 1)
+            return new StepShape(longest, rows[0].PastLength + longest, IsDecode: false);
+        if (anyPast)
+            throw new ArgumentException("rows that continue a past with more than one new token must run one at a time (batch 1)", nameof(rows));
+        return new StepShape(longest, longest, IsDecode: false);
+    }
+
+    private void FillInputs(ReadOnlySpan<SequenceStep> rows, ReadOnlySpan<int> tokens, int sequenceLength, int maskWidth)
+    {
+        var ids = new Span<long>((void*)_inputIds.Pointer, rows.Length * sequenceLength);
+        var mask = new Span<long>((void*)_attentionMask.Pointer, rows.Length * maskWidth);
+        var positions = new Span<long>((void*)_positionIds.Pointer, rows.Length * sequenceLength);
+        var padId = Folder.Config.Model.PadTokenId is [var pad, ..] && (uint)pad < (uint)VocabSize ? pad : 0;
+        var next = 0;
+        for (var r = 0; r < rows.Length; r++)
+        {
+            var row = rows[r];
+            var rowIds = ids.Slice(r * sequenceLength, sequenceLength);
+            for (var t = 0; t < row.TokenCount; t++)
+                rowIds[t] = tokens[next + t];
+            rowIds[row.TokenCount..].Fill(padId);
+            next += row.TokenCount;
+
+            // Right padding: ones for every token the row holds after this step.
+            var rowMask = mask.Slice(r * maskWidth, maskWidth);
+            var length = row.PastLength + row.TokenCount;
+            rowMask[..length].Fill(1);
+            rowMask[length..].Clear();
+
+            if (_positionIdsName is not null)
+            {
+                var rowPositions = positions.Slice(r * sequenceLength, sequenceLength);
+                for (var t = 0; t < sequenceLength; t++)
+                    rowPositions[t] = row.PastLength + Math.Min(t, row.TokenCount - 1);
+            }
+        }
+    }
+
+    private void Run(StepBinding binding, ReadOnlySpan<SequenceStep> rows, int sequenceLength)
+    {
+        try
+        {
+            _session.RunWithBinding(_runOptions, binding.IoBinding);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new InvalidOperationException($"the decoder step failed: {e.Message}", e);
+        }
+
+        if (_logitsPerPosition)
+            CopyLastPositionLogits(binding, rows, sequenceLength);
+        else if (_logitsType == TensorElementType.Float16)
+            HalfToFloat(_logits.Pointer, _logitsFloat.Pointer, rows.Length * VocabSize);
+    }
+
+    // Graphs from onnxruntime-genai's builder return logits for every position: keep each row's last.
+    private void CopyLastPositionLogits(StepBinding binding, ReadOnlySpan<SequenceStep> rows, int sequenceLength)
+    {
+        using var outputs = binding.IoBinding.GetOutputValues();
+        var logits = outputs[0];
+        for (var r = 0; r < rows.Length; r++)
+        {
+            long offset = ((long)r * sequenceLength + rows[r].TokenCount - 1) * VocabSize;
+            var destination = (nint)((float*)_logitsFloat.Pointer + (long)r * VocabSize);
+            if (_logitsType == TensorElementType.Float)
+                logits.GetTensorDataAsSpan<float>().Slice((int)offset, VocabSize).CopyTo(new Span<float>((void*)destination, VocabSize));
+            else
+                fixed (Float16* source = logits.GetTensorDataAsSpan<Float16>().Slice((int)offset, VocabSize))
+                    HalfToFloat((nint)source, destination, VocabSize);
+        }
+    }
+
+    private static void HalfToFloat(nint source, nint destination, int count)
+    {
+        var from = new ReadOnlySpan<Half>((void*)source, count);
+        var to = new Span<float>((void*)destination, count);
+        System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(from, to);
+    }
+
+    private StepBinding CreateBinding(int firstSlot, int batch, int sequenceLength, int maskWidth)
+    {
+        var binding = new StepBinding(_session.CreateIoBinding());
+        try
+        {
+            var mem = OrtMemoryInfo.DefaultInstance;
+            long[] tokenShape = [batch, sequenceLength];
+            binding.Input(_decoder.Inputs.InputIds, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, tokenShape, _inputIds.Pointer, _inputIds.Bytes));
+            binding.Input(_decoder.Inputs.AttentionMask, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, [batch, maskWidth], _attentionMask.Pointer, _attentionMask.Bytes));
+            if (_positionIdsName is not null)
+                binding.Input(_positionIdsName, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, tokenShape, _positionIds.Pointer, _positionIds.Bytes));
+
+            long[] kvShape = [batch, _decoder.NumKeyValueHeads, Capacity, _decoder.HeadSize];
+            long offsetBytes = firstSlot * _slotKvElements * _kvElementSize;
+            long viewBytes = batch * _slotKvElements * _kvElementSize;
+            for (var layer = 0; layer < LayerCount; layer++)
+            {
+                var key = OrtValue.CreateTensorValueWithData(mem, _kvType, kvShape, _keys[layer].Pointer + (nint)offsetBytes, viewBytes);
+                binding.Input(_pastKeyNames[layer], key);
+                binding.Output(_presentKeyNames[layer], key);
+                var value = OrtValue.CreateTensorValueWithData(mem, _kvType, kvShape, _values[layer].Pointer + (nint)offsetBytes, viewBytes);
+                binding.Input(_pastValueNames[layer], value);
+                binding.Output(_presentValueNames[layer], value);
+            }
+
+            if (_logitsPerPosition)
+                binding.IoBinding.BindOutputToDevice(_decoder.Outputs.Logits, mem);
+            else
+                binding.Output(_decoder.Outputs.Logits, OrtValue.CreateTensorValueWithData(mem, _logitsType, [batch, 1, VocabSize], _logits.Pointer, _logits.Bytes));
+            return binding;
+        }
+        catch
+        {
+            binding.Dispose();
+            throw;
+        }
+    }
+
+    private string[] LayerNames(string pattern)
+    {
+        var names = new string[LayerCount];
+        for (var i = 0; i < LayerCount; i++)
+            names[i] = pattern.Replace("%d", i.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
+        return names;
+    }
+
+    // The session must have the inputs and outputs genai_config.json names, with the element
+    // types this runner feeds; a mismatch is reported here rather than at the first step.
+    private void CheckContract(out TensorElementType kvType, out TensorElementType logitsType, out bool logitsPerPosition)
+    {
+        var inputs = _session.InputMetadata;
+        var outputs = _session.OutputMetadata;
+        var path = Folder.DecoderPath;
+
+        NodeMetadata Need(IReadOnlyDictionary<string, NodeMetadata> map, string name, string kind) =>
+            map.TryGetValue(name, out var meta) ? meta : throw new ModelLoadException($"{path}: the graph has no {kind} '{name}' (genai_config.json names it)");
+
+        foreach (var name in new[] { _decoder.Inputs.InputIds, _decoder.Inputs.AttentionMask })
+        {
+            var meta = Need(inputs, name, "input");
+            if (meta.ElementDataType != TensorElementType.Int64)
+                throw new ModelLoadException($"{path}: input '{name}' is {meta.ElementDataType}; this runner feeds int64");
+        }
+        var known = new HashSet<string>(StringComparer.Ordinal) { _decoder.Inputs.InputIds, _decoder.Inputs.AttentionMask };
+        if (_positionIdsName is not null)
+            known.Add(_positionIdsName);
+
+        kvType = Need(inputs, _pastKeyNames[0], "input").ElementDataType;
+        if (kvType is not (TensorElementType.Float or TensorElementType.Float16))
+            throw new ModelLoadException($"{path}: KV cache type {kvType} is not supported (float or float16)");
+        for (var i = 0; i < LayerCount; i++)
+        {
+            foreach (var (names, map, kind) in new[] { (_pastKeyNames, inputs, "input"), (_pastValueNames, inputs, "input"), (_presentKeyNames, outputs, "output"), (_presentValueNames, outputs, "output") })
+            {
+                var meta = Need(map, names[i], kind);
+                if (meta.ElementDataType != kvType)
+                    throw new ModelLoadException($"{path}: {kind} '{names[i]}' is {meta.ElementDataType}, other KV tensors are {kvType}");
+                var dims = meta.Dimensions;
+                if (dims.Length != 4 || (dims[1] > 0 && dims[1] != _decoder.NumKeyValueHeads) || (dims[3] > 0 && dims[3] != _decoder.HeadSize))
+                    throw new ModelLoadException($"{path}: {kind} '{names[i]}' has shape [{string.Join(", ", dims)}]; expected [batch, {_decoder.NumKeyValueHeads}, length, {_decoder.HeadSize}]");
+            }
+            known.Add(_pastKeyNames[i]);
+            known.Add(_pastValueNames[i]);
+        }
+        foreach (var name in inputs.Keys)
+        {
+            if (!known.Contains(name))
+                throw new ModelLoadException($"{path}: the graph has an input '{name}' that genai_config.json does not describe");
+        }
+
+        var logits = Need(outputs, _decoder.Outputs.Logits, "output");
+        logitsType = logits.ElementDataType;
+        if (logitsType is not (TensorElementType.Float or TensorElementType.Float16))
+            throw new ModelLoadException($"{path}: logits type {logitsType} is not supported (float or float16)");
+        var logitDims = logits.Dimensions;
+        if (logitDims.Length != 3 || (logitDims[2] > 0 && logitDims[2] != VocabSize))
+            throw new ModelLoadException($"{path}: logits have shape [{string.Join(", ", logitDims)}]; expected [batch, positions, {VocabSize}]");
+        // Our graphs gather the last position of each row (dimension 1 is fixed at 1); graphs that
+        // return every position have a symbolic dimension there.
+        logitsPerPosition = logitDims[1] != 1;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        foreach (var binding in _decodeBindings.Values)
+            binding.Dispose();
+        _decodeBindings.Clear();
+        _session?.Dispose();
+        _runOptions.Dispose();
+        foreach (var buffer in (NativeBuffer?[]?)_keys ?? [])
+            buffer?.Dispose();
+        foreach (var buffer in (NativeBuffer?[]?)_values ?? [])
+            buffer?.Dispose();
+        _inputIds?.Dispose();
+        _attentionMask?.Dispose();
+        _positionIds?.Dispose();
+        if (!ReferenceEquals(_logitsFloat, _logits))
+            _logitsFloat?.Dispose();
+        _logits?.Dispose();
+    }
+
+    /// <summary>An IO binding and the OrtValues it holds, disposed together.</summary>
+    private sealed class StepBinding(OrtIoBinding ioBinding) : IDisposable
+    {
+        private readonly List<OrtValue> _values = [];
+        public OrtIoBinding IoBinding { get; } = ioBinding;
+
+        public void Input(string name, OrtValue value)
+        {
+            _values.Add(value);
+            IoBinding.BindInput(name, value);
+        }
+
+        public void Output(string name, OrtValue value)
+        {
+            if (!_values.Contains(value))
+                _values.Add(value);
+            IoBinding.BindOutput(name, value);
+        }
+
+        public void Dispose()
+        {
+            IoBinding.Dispose();
+            foreach (var value in _values)
+                value.Dispose();
+        }
+    }
+}
