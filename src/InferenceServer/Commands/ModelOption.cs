@@ -1,0 +1,15 @@
+using System.CommandLine;
+
+namespace InferenceServer.Commands;
+
+/// <summary>The --model option the serving commands share, and where the default model lives.</summary>
+internal static class ModelOption
+{
+    public const string EnvironmentVariable = "INFERENCESERVER_MODEL";
+
+    public static Option<string> Create() => new("--model", "-m")
+    {
+        Description = $"Model folder (genai_config.json, tokenizer.json, model.onnx). Default: ${EnvironmentVariable}, else models/default.",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(EnvironmentVariable) ?? Path.Combine("models", "default"),
+    };
+}
