@@ -6,27 +6,18 @@ namespace InferenceServer.Benchmarks;
 /// <summary>Random-weight models for benchmarks, built once and kept in the temp folder.</summary>
 public static class BenchModels
 {
-    /// <summary>About 20M parameters: Llama layout, 4 layers of width 512, 8 heads over 4 KV heads, 8k vocabulary.</summary>
-    public static HfConfig Small20M { get; } = new()
-    {
-        Architecture = "LlamaForCausalLM",
-        HiddenSize = 512,
-        IntermediateSize = 1408,
-        NumAttentionHeads = 8,
-        NumKeyValueHeads = 4,
-        NumHiddenLayers = 4,
-        VocabSize = 8192,
-        HeadDim = 64,
-        MaxPositionEmbeddings = 2048,
-        EosTokenIds = [2],
-    };
+    /// <summary>20.2M parameters: Llama layout, 4 layers of width 512, 8 heads over 4 KV heads, 8k vocabulary.</summary>
+    public static HfConfig Small20M { get; } = HfConfig.Load(RepoFile("models/configs/llama-20m.json"));
 
-    public static long ParameterCount(HfConfig c)
+    private static string RepoFile(string relative)
     {
-        long attention = (long)c.HiddenSize * (c.NumAttentionHeads + 2 * c.NumKeyValueHeads) * c.HeadDim + (long)c.NumAttentionHeads * c.HeadDim * c.HiddenSize;
-        long mlp = 3L * c.HiddenSize * c.IntermediateSize;
-        long embeddings = (c.TieWordEmbeddings ? 1L : 2L) * c.VocabSize * c.HiddenSize;
-        return c.NumHiddenLayers * (attention + mlp + 2L * c.HiddenSize) + embeddings + c.HiddenSize;
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            var candidate = Path.Combine(dir.FullName, relative);
+            if (File.Exists(candidate))
+                return candidate;
+        }
+        throw new FileNotFoundException($"{relative} not found above {AppContext.BaseDirectory}");
     }
 
     public static ModelFolder Get(HfConfig config, string name, Precision precision = Precision.Fp32)
