@@ -239,7 +239,7 @@ public sealed unsafe class DecoderRunner : IDisposable
     private void CopyLastPositionLogits(StepBinding binding, ReadOnlySpan<SequenceStep> rows, int sequenceLength)
     {
         using var outputs = binding.IoBinding.GetOutputValues();
-        var logits = outputs[0];
+        var logits = outputs[0]; // bound first, see CreateBinding
         for (var r = 0; r < rows.Length; r++)
         {
             long offset = ((long)r * sequenceLength + rows[r].TokenCount - 1) * VocabSize;
@@ -265,6 +265,13 @@ public sealed unsafe class DecoderRunner : IDisposable
         try
         {
             var mem = OrtMemoryInfo.DefaultInstance;
+            // Logits are bound before the KV outputs: bound outputs come back in binding order,
+            // and graphs with logits for every position are read through that list.
+            if (_logitsPerPosition)
+                binding.IoBinding.BindOutputToDevice(_decoder.Outputs.Logits, mem);
+            else
+                binding.Output(_decoder.Outputs.Logits, OrtValue.CreateTensorValueWithData(mem, _logitsType, [batch, 1, VocabSize], _logits.Pointer, _logits.Bytes));
+
             long[] tokenShape = [batch, sequenceLength];
             binding.Input(_decoder.Inputs.InputIds, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, tokenShape, _inputIds.Pointer, _inputIds.Bytes));
             binding.Input(_decoder.Inputs.AttentionMask, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, [batch, maskWidth], _attentionMask.Pointer, _attentionMask.Bytes));
@@ -283,11 +290,6 @@ public sealed unsafe class DecoderRunner : IDisposable
                 binding.Input(_pastValueNames[layer], value);
                 binding.Output(_presentValueNames[layer], value);
             }
-
-            if (_logitsPerPosition)
-                binding.IoBinding.BindOutputToDevice(_decoder.Outputs.Logits, mem);
-            else
-                binding.Output(_decoder.Outputs.Logits, OrtValue.CreateTensorValueWithData(mem, _logitsType, [batch, 1, VocabSize], _logits.Pointer, _logits.Bytes));
             return binding;
         }
         catch

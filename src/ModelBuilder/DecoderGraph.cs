@@ -45,7 +45,7 @@ public sealed class DecoderGraph
     private readonly IWeightSource _w;
     private readonly Precision _precision;
     private readonly DataType _t;
-    private readonly Int4Quantizer _quantizer;
+    private readonly Int4Quantizer? _quantizer;
 
     private readonly bool _allPositions;
     private readonly int _int4AccuracyLevel;
@@ -57,7 +57,12 @@ public sealed class DecoderGraph
         _w = weights;
         _precision = options.Precision;
         _t = _precision == Precision.Fp16 ? DataType.Float16 : DataType.Float;
-        _quantizer = new Int4Quantizer(options.Int4BlockSize);
+        if (_precision == Precision.Int4)
+        {
+            _quantizer = options.Int4BlockSize is >= 16 && (options.Int4BlockSize & (options.Int4BlockSize - 1)) == 0
+                ? new Int4Quantizer(options.Int4BlockSize)
+                : throw new ModelBuildException($"int4 block size {options.Int4BlockSize} is not a power of two of at least 16");
+        }
         _allPositions = options.LogitsForAllPositions;
         _int4AccuracyLevel = options.Int4AccuracyLevel;
     }
@@ -162,7 +167,9 @@ public sealed class DecoderGraph
         }
 
         string logits;
-        if (_c.TieWordEmbeddings && !_w.Contains("lm_head.weight"))
+        // Tied models use the embedding as the output projection, as Hugging Face does, even
+        // when the checkpoint also stores a copy under lm_head.weight.
+        if (_c.TieWordEmbeddings)
         {
             // Tied: multiply by the embedding matrix itself (Gemm with transB) instead of storing a transposed copy.
             var flat = _g.Op("Reshape", "/lm_head/flatten", [last, _g.Int64Constant("const/flat_hidden", -1, h)]);
@@ -202,7 +209,7 @@ public sealed class DecoderGraph
     private string Linear(string nodeName, string weightName, string input, float[] weight, int n, int k, float[]? bias)
     {
         string output;
-        if (_precision == Precision.Int4)
+        if (_quantizer is not null)
         {
             var q = _quantizer.Quantize(weight, n, k);
             var blob = _quantizer.BlockSize / 2;

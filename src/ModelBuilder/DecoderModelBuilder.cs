@@ -82,9 +82,7 @@ public static class DecoderModelBuilder
                         File.Copy(source, Path.Combine(staging, name));
                 }
             }
-            if (Directory.Exists(target))
-                Directory.Delete(target, recursive: true);
-            Directory.Move(staging, target);
+            ReplaceFolder(staging, target);
         }
         catch
         {
@@ -92,6 +90,29 @@ public static class DecoderModelBuilder
                 Directory.Delete(staging, recursive: true);
             throw;
         }
+    }
+
+    // Moves the finished folder into place. An existing one is first moved aside and only deleted
+    // once the new one is in place, so a failure at any point keeps one complete model.
+    private static void ReplaceFolder(string staging, string target)
+    {
+        if (!Directory.Exists(target))
+        {
+            Directory.Move(staging, target);
+            return;
+        }
+        var previous = $"{staging}.previous";
+        Directory.Move(target, previous);
+        try
+        {
+            Directory.Move(staging, target);
+        }
+        catch
+        {
+            Directory.Move(previous, target);
+            throw;
+        }
+        Directory.Delete(previous, recursive: true);
     }
 
     private static void WriteGraph(HfConfig config, IWeightSource weights, string folder, BuildOptions options)

@@ -56,10 +56,8 @@ public sealed record HfConfig
         if (!SupportedArchitectures.Contains(architecture))
             throw new ModelBuildException($"{source}: unsupported architecture '{architecture}'; supported are {string.Join(", ", SupportedArchitectures)}");
 
-        int Int(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number
-            ? v.GetInt32()
-            : throw new ModelBuildException($"{source}: '{name}' is missing or not a number");
-        int? OptionalInt(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt32() : null;
+        int Int(string name) => OptionalInt(name) ?? throw new ModelBuildException($"{source}: '{name}' is missing or not a number");
+        int? OptionalInt(string name) => root.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null ? ToInt(v, source, name) : null;
         double? OptionalDouble(string name) => root.TryGetProperty(name, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetDouble() : null;
         bool? OptionalBool(string name) => root.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : null;
 
@@ -82,7 +80,7 @@ public sealed record HfConfig
             TieWordEmbeddings = OptionalBool("tie_word_embeddings") ?? false,
             AttentionBias = OptionalBool("attention_bias") ?? false,
             BosTokenId = OptionalInt("bos_token_id") ?? 0,
-            EosTokenIds = ReadIds(root, "eos_token_id"),
+            EosTokenIds = ReadIds(root, "eos_token_id", source),
             PadTokenId = OptionalInt("pad_token_id"),
         };
         if (OptionalBool("mlp_bias") == true)
@@ -93,17 +91,22 @@ public sealed record HfConfig
         return config;
     }
 
-    private static int[] ReadIds(JsonElement root, string name)
+    private static int[] ReadIds(JsonElement root, string name, string source)
     {
         if (!root.TryGetProperty(name, out var v))
             return [];
         return v.ValueKind switch
         {
-            JsonValueKind.Number => [v.GetInt32()],
-            JsonValueKind.Array => v.EnumerateArray().Select(e => e.GetInt32()).ToArray(),
+            JsonValueKind.Number => [ToInt(v, source, name)],
+            JsonValueKind.Array => v.EnumerateArray().Select(e => ToInt(e, source, name)).ToArray(),
             _ => [],
         };
     }
+
+    private static int ToInt(JsonElement value, string source, string name) =>
+        value.ValueKind == JsonValueKind.Number && value.TryGetInt32(out var result)
+            ? result
+            : throw new ModelBuildException($"{source}: '{name}' must be an integer, got {value.GetRawText()}");
 
     public void Validate(string source)
     {

@@ -1,8 +1,10 @@
+using System.Text.Json;
+
 namespace InferenceServer.ModelBuilder.Checkpoint;
 
 /// <summary>
-/// The weights of a Hugging Face model folder: every *.safetensors file in it (one file, or the
-/// shards a model.safetensors.index.json lists). Names must be unique across shards.
+/// The weights of a Hugging Face model folder: the shards that model.safetensors.index.json
+/// lists when there is one, otherwise every *.safetensors file. Names must be unique across shards.
 /// </summary>
 public sealed class HfCheckpoint : IWeightSource
 {
@@ -11,9 +13,7 @@ public sealed class HfCheckpoint : IWeightSource
 
     public HfCheckpoint(string folder)
     {
-        var paths = Directory.GetFiles(folder, "*.safetensors").Order(StringComparer.Ordinal).ToArray();
-        if (paths.Length == 0)
-            throw new ModelBuildException($"{folder}: no *.safetensors files");
+        var paths = ShardPaths(folder);
         try
         {
             foreach (var path in paths)
@@ -31,6 +31,36 @@ public sealed class HfCheckpoint : IWeightSource
         {
             Dispose();
             throw;
+        }
+    }
+
+    private static string[] ShardPaths(string folder)
+    {
+        var index = Path.Combine(folder, "model.safetensors.index.json");
+        if (!File.Exists(index))
+        {
+            var all = Directory.GetFiles(folder, "*.safetensors").Order(StringComparer.Ordinal).ToArray();
+            return all.Length > 0 ? all : throw new ModelBuildException($"{folder}: no *.safetensors files");
+        }
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllText(index));
+            var shards = doc.RootElement.GetProperty("weight_map").EnumerateObject()
+                .Select(entry => entry.Value.GetString() ?? "")
+                .Distinct(StringComparer.Ordinal)
+                .Order(StringComparer.Ordinal)
+                .Select(name => Path.Combine(folder, name))
+                .ToArray();
+            foreach (var shard in shards)
+            {
+                if (!File.Exists(shard))
+                    throw new ModelBuildException($"{index}: lists shard '{Path.GetFileName(shard)}', which is missing");
+            }
+            return shards.Length > 0 ? shards : throw new ModelBuildException($"{index}: the weight map is empty");
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            throw new ModelBuildException($"{index}: not a valid index ({e.Message})", e);
         }
     }
 

@@ -44,7 +44,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         using (var stream = File.OpenRead(path))
             stream.ReadExactly(prefix);
         var headerLength = BinaryPrimitives.ReadInt64LittleEndian(prefix);
-        if (headerLength <= 0 || 8 + headerLength > length)
+        if (headerLength <= 0 || headerLength > length - 8)
             throw new ModelBuildException($"{path}: truncated safetensors file (header of {headerLength} bytes in a file of {length})");
         var header = new byte[headerLength];
         using (var stream = File.OpenRead(path))
@@ -73,6 +73,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
         }
         using (doc)
         {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new ModelBuildException($"{path}: the safetensors header must be a JSON object, not {doc.RootElement.ValueKind}");
             foreach (var property in doc.RootElement.EnumerateObject())
             {
                 if (property.Name == "__metadata__")
