@@ -11,6 +11,8 @@ var serve = ServeCommand.Create();
 root.Subcommands.Add(serve);
 root.Subcommands.Add(GenerateCommand.Create());
 root.Subcommands.Add(BuildModelCommand.Create());
+root.Subcommands.Add(TokenizeCommands.CreateTokenize());
+root.Subcommands.Add(TokenizeCommands.CreateDetokenize());
 
 // 'serve' is the default: options given without a subcommand are serve's.
 foreach (var option in serve.Options)
