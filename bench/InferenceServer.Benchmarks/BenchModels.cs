@@ -9,7 +9,7 @@ public static class BenchModels
     /// <summary>20.2M parameters: Llama layout, 4 layers of width 512, 8 heads over 4 KV heads, 8k vocabulary.</summary>
     public static HfConfig Small20M { get; } = HfConfig.Load(RepoFile("models/configs/llama-20m.json"));
 
-    private static string RepoFile(string relative)
+    public static string RepoFile(string relative)
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
         {

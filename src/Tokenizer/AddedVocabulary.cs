@@ -25,21 +25,17 @@ internal sealed class AddedVocabulary
         _normalized = new Trie(tokens.Where(t => t.Normalized && normalizer is not null).Select(t => (normalizer!.Normalize(t.Content), t)));
     }
 
-    public bool HasRawTokens => _raw.Count > 0;
     public bool HasNormalizedTokens => _normalized.Count > 0;
 
-    /// <summary>
-    /// Cuts <paramref name="text"/>[start..end] into added tokens and the text between them.
-    /// Special tokens are only matched when <paramref name="includeSpecial"/>.
-    /// </summary>
-    public void Split(string text, int start, int end, bool normalizedPass, bool includeSpecial, List<Segment> output, bool atTextStart)
+    /// <summary>Cuts <paramref name="text"/>[start..end] into added tokens and the text between them.</summary>
+    public void Split(string text, int start, int end, bool normalizedPass, List<Segment> output, bool atTextStart)
     {
         var trie = normalizedPass ? _normalized : _raw;
         var gapStart = start;
         var position = start;
         while (position < end)
         {
-            if (!trie.TryMatch(text.AsSpan(position, end - position), includeSpecial, out var token, out var length)
+            if (!trie.TryMatch(text.AsSpan(position, end - position), out var token, out var length)
                 || (token.SingleWord && !IsWholeWord(text, start, end, position, position + length)))
             {
                 position++;
@@ -98,7 +94,7 @@ internal sealed class AddedVocabulary
             }
         }
 
-        public bool TryMatch(ReadOnlySpan<char> text, bool includeSpecial, out AddedToken token, out int length)
+        public bool TryMatch(ReadOnlySpan<char> text, out AddedToken token, out int length)
         {
             token = null!;
             length = 0;
@@ -107,7 +103,7 @@ internal sealed class AddedVocabulary
             var node = _root;
             for (var i = 0; i < text.Length && node.Children is not null && node.Children.TryGetValue(text[i], out node); i++)
             {
-                if (node.Token is { } candidate && (includeSpecial || !candidate.Special))
+                if (node.Token is { } candidate)
                 {
                     token = candidate;
                     length = i + 1;

@@ -15,7 +15,8 @@ public sealed class StreamingDetokenizer
     private readonly Tokenizer _tokenizer;
     private readonly TokenTextTable _table;
     private readonly bool _skipSpecialTokens;
-    private readonly System.Text.Decoder _utf8 = new UTF8Encoding(false, false).GetDecoder();
+    private byte[] _bytes = new byte[64];   // UTF-8 not yet decoded (an unfinished character)
+    private int _byteCount;
     private string[] _stops = [];
     private int _longestStop;
     private char[] _chars = new char[256];  // decoded text not yet released
@@ -77,10 +78,19 @@ public sealed class StreamingDetokenizer
 
     private void AppendBytes(ReadOnlySpan<byte> bytes, bool flush)
     {
-        var needed = _charCount + _utf8.GetCharCount(bytes, flush) + 1;
-        if (needed > _chars.Length)
-            Array.Resize(ref _chars, Math.Max(needed, _chars.Length * 2));
-        var produced = _utf8.GetChars(bytes, _chars.AsSpan(_charCount), flush);
+        if (_byteCount + bytes.Length > _bytes.Length)
+            Array.Resize(ref _bytes, Math.Max(_byteCount + bytes.Length, _bytes.Length * 2));
+        bytes.CopyTo(_bytes.AsSpan(_byteCount));
+        _byteCount += bytes.Length;
+        if (_charCount + _byteCount + 1 > _chars.Length)
+            Array.Resize(ref _chars, Math.Max(_charCount + _byteCount + 1, _chars.Length * 2));
+
+        // Complete characters only; an unfinished one stays in _bytes until its last byte comes
+        // (or the stream ends, when it becomes U+FFFD). Invalid bytes become U+FFFD as in Decode.
+        System.Text.Unicode.Utf8.ToUtf16(_bytes.AsSpan(0, _byteCount), _chars.AsSpan(_charCount), out var read, out var produced,
+            replaceInvalidSequences: true, isFinalBlock: flush);
+        _bytes.AsSpan(read, _byteCount - read).CopyTo(_bytes);
+        _byteCount -= read;
         var start = _charCount;
         _charCount += produced;
 

@@ -51,6 +51,9 @@ public sealed class Tokenizer
     /// <summary>Loads tokenizer.json, or the tokenizer.json inside a folder.</summary>
     public static Tokenizer Load(string path) => TokenizerJson.Load(path);
 
+    /// <summary>Reads tokenizer.json from a stream; <paramref name="sourceName"/> names it in errors.</summary>
+    public static Tokenizer Load(Stream json, string sourceName) => TokenizerJson.Parse(json, sourceName);
+
     /// <summary>Ids run from 0 to VocabSize - 1 (the model's tokens and the added ones).</summary>
     public int VocabSize { get; }
 
@@ -79,8 +82,10 @@ public sealed class Tokenizer
     /// <summary>Token ids for <paramref name="text"/>.</summary>
     /// <param name="addSpecialTokens">Apply the post-processor (e.g. a BOS token in front).</param>
     /// <param name="parseSpecialTokens">
-    /// Recognize special tokens written in the text. Off for text from users that must never
-    /// turn into control tokens (a fill-in-the-middle prefix, say).
+    /// Recognize added tokens written in the text, as the reference does. Off for text from
+    /// users that must never turn into control tokens (a fill-in-the-middle prefix, say): then
+    /// no added token is matched, special or not (some families mark their control tokens, such
+    /// as Qwen's FIM markers, as non-special).
     /// </param>
     public int[] Encode(string text, bool addSpecialTokens = false, bool parseSpecialTokens = true)
     {
@@ -101,7 +106,10 @@ public sealed class Tokenizer
         // Added tokens first: raw-text ones, then the normalized ones inside the normalized rest.
         var segments = scratch.Segments;
         segments.Clear();
-        _added.Split(text, 0, text.Length, normalizedPass: false, parseSpecialTokens, segments, atTextStart: true);
+        if (parseSpecialTokens)
+            _added.Split(text, 0, text.Length, normalizedPass: false, segments, atTextStart: true);
+        else
+            segments.Add(Segment.OfText(text, 0, text.Length, atTextStart: true));
         foreach (var segment in segments)
         {
             if (segment.IsToken)
@@ -115,11 +123,11 @@ public sealed class Tokenizer
                 var normalizedText = _normalizer.Normalize(segment.Text!.Substring(segment.Start, segment.Length));
                 normalized = Segment.OfText(normalizedText, 0, normalizedText.Length, segment.AtTextStart);
             }
-            if (_added.HasNormalizedTokens)
+            if (parseSpecialTokens && _added.HasNormalizedTokens)
             {
                 var inner = scratch.InnerSegments;
                 inner.Clear();
-                _added.Split(normalized.Text!, normalized.Start, normalized.Start + normalized.Length, normalizedPass: true, parseSpecialTokens, inner, normalized.AtTextStart);
+                _added.Split(normalized.Text!, normalized.Start, normalized.Start + normalized.Length, normalizedPass: true, inner, normalized.AtTextStart);
                 foreach (var part in inner)
                 {
                     if (part.IsToken)
