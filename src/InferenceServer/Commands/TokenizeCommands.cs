@@ -71,7 +71,7 @@ internal static class TokenizeCommands
                 {
                     lineNumber++;
                     var text = t.Decode(ParseIds(line, $"line {lineNumber}"), skipSpecial);
-                    Console.Out.WriteLine(JsonSerializer.Serialize(text, CommandJsonContext.Default.String));
+                    Console.Out.WriteLine(JsonSerializer.Serialize(text, ReadableJson.String));
                 }
                 return 0;
             }
@@ -118,6 +118,19 @@ internal static class TokenizeCommands
         using var input = StandardInput();
         return input.ReadToEnd();
     }
+}
+
+/// <summary>JSON output people read: non-ASCII text and quotes as themselves, not as \u escapes.</summary>
+internal static class ReadableJson
+{
+    private static readonly JsonSerializerOptions Options = new()
+    {
+        Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
+        TypeInfoResolver = CommandJsonContext.Default,
+    };
+
+    public static System.Text.Json.Serialization.Metadata.JsonTypeInfo<string> String { get; } =
+        (System.Text.Json.Serialization.Metadata.JsonTypeInfo<string>)Options.GetTypeInfo(typeof(string));
 }
 
 [System.Text.Json.Serialization.JsonSerializable(typeof(string))]
