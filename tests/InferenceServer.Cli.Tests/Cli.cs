@@ -1,0 +1,46 @@
+using System.Diagnostics;
+using System.Text;
+
+namespace InferenceServer.Cli.Tests;
+
+/// <summary>Runs the built inference-server program with arguments and standard input.</summary>
+internal static class Cli
+{
+    private static readonly string Program = Path.Combine(AppContext.BaseDirectory, "inference-server.dll");
+
+    public sealed record Result(int ExitCode, string Output, string Error);
+
+    public static Result Run(string? input, params string[] arguments)
+    {
+        using var process = Start(arguments, redirectInput: true);
+        if (input is not null)
+            process.StandardInput.Write(input);
+        process.StandardInput.Close();
+        var output = process.StandardOutput.ReadToEndAsync();
+        var error = process.StandardError.ReadToEndAsync();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(2)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"inference-server {string.Join(' ', arguments)} did not finish");
+        }
+        return new Result(process.ExitCode, output.Result, error.Result);
+    }
+
+    public static Process Start(string[] arguments, bool redirectInput = false)
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = redirectInput,
+            StandardInputEncoding = redirectInput ? new UTF8Encoding(false) : null,
+            StandardOutputEncoding = Encoding.UTF8,
+            UseShellExecute = false,
+        };
+        start.ArgumentList.Add("exec");
+        start.ArgumentList.Add(Program);
+        foreach (var argument in arguments)
+            start.ArgumentList.Add(argument);
+        return Process.Start(start)!;
+    }
+}

@@ -1,0 +1,117 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using InferenceServer.Tests;
+
+namespace InferenceServer.Cli.Tests;
+
+public sealed class CommandLineTests
+{
+    private static readonly string Tokenizer = TestPaths.Oracle("llama");
+
+    [Fact]
+    public void Help_lists_every_command()
+    {
+        var result = Cli.Run(null, "--help");
+        Assert.Equal(0, result.ExitCode);
+        foreach (var command in new[] { "serve", "generate", "build-model", "tokenize", "detokenize" })
+            Assert.Contains(command, result.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Tokenize_reads_standard_input_exactly_and_detokenize_gives_it_back()
+    {
+        const string text = "def f(x):\n    return x  \n";
+        var ids = Cli.Run(text, "tokenize", "--tokenizer", Tokenizer);
+        Assert.Equal(0, ids.ExitCode);
+        var parsed = JsonSerializer.Deserialize<int[]>(ids.Output)!;
+        Assert.NotEmpty(parsed);
+
+        var count = Cli.Run(text, "tokenize", "--tokenizer", Tokenizer, "--count");
+        Assert.Equal(parsed.Length.ToString(System.Globalization.CultureInfo.InvariantCulture), count.Output.Trim());
+
+        var back = Cli.Run(null, "detokenize", "--tokenizer", Tokenizer, "--ids", string.Join(",", parsed));
+        Assert.Equal(0, back.ExitCode);
+        Assert.Equal(text, back.Output);
+    }
+
+    [Fact]
+    public void Jsonl_mode_handles_many_texts_in_one_process()
+    {
+        string[] texts = ["hello", "", "wörld\n\ttab", "\"quoted\""];
+        var input = string.Join("\n", texts.Select(t => JsonSerializer.Serialize(t))) + "\n";
+        var ids = Cli.Run(input, "tokenize", "--tokenizer", Tokenizer, "--jsonl");
+        Assert.Equal(0, ids.ExitCode);
+        var lines = ids.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(texts.Length, lines.Length);
+
+        var decoded = Cli.Run(string.Join("\n", lines) + "\n", "detokenize", "--tokenizer", Tokenizer, "--jsonl");
+        Assert.Equal(0, decoded.ExitCode);
+        var back = decoded.Output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonSerializer.Deserialize<string>(l)).ToArray();
+        Assert.Equal(texts, back);
+    }
+
+    [Theory]
+    [InlineData("tokenize", "--tokenizer", "/nonexistent/tokenizer.json", "--text", "x")]
+    [InlineData("detokenize", "--tokenizer", "TOKENIZER", "--ids", "1,two")]
+    [InlineData("tokenize", "--tokenizer", "TOKENIZER", "--jsonl")]
+    [InlineData("generate", "--model", "/nonexistent/model", "--prompt-ids", "1")]
+    [InlineData("build-model", "--input", "TOKENIZER", "--random-config", "x.json", "--output", "/tmp/never")]
+    public void Bad_input_gives_one_error_line_and_exit_code_1(params string[] arguments)
+    {
+        arguments = arguments.Select(a => a == "TOKENIZER" ? Tokenizer : a).ToArray();
+        var result = Cli.Run(arguments.Contains("--jsonl") ? "not json\n" : null, arguments);
+        Assert.NotEqual(0, result.ExitCode);
+        Assert.DoesNotContain("   at ", result.Error, StringComparison.Ordinal); // no stack trace
+        Assert.False(string.IsNullOrWhiteSpace(result.Error));
+    }
+
+    [Fact]
+    public async Task Build_model_then_generate_then_serve()
+    {
+        using var temp = new TempFolder();
+        var model = temp.Combine("llama");
+        var build = Cli.Run(null, "build-model", "--input", TestPaths.Oracle("llama"), "--output", model);
+        Assert.Equal(0, build.ExitCode);
+        Assert.True(File.Exists(Path.Combine(model, "model.onnx")));
+
+        var generate = Cli.Run(null, "generate", "--model", model, "--prompt-ids", "1,129,83", "-n", "5");
+        Assert.Equal(0, generate.ExitCode);
+        Assert.Equal(5, JsonSerializer.Deserialize<int[]>(generate.Output)!.Length);
+
+        var port = FreePort();
+        using var server = Cli.Start(["--model", model, "--http-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--max-batch", "1"]);
+        try
+        {
+            using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
+            string? body = null;
+            for (var attempt = 0; attempt < 100 && body is null && !server.HasExited; attempt++)
+            {
+                try
+                {
+                    body = await client.GetStringAsync(new Uri($"http://127.0.0.1:{port}/health"));
+                }
+                catch (HttpRequestException)
+                {
+                    await Task.Delay(200);
+                }
+            }
+            Assert.NotNull(body);
+            using var health = JsonDocument.Parse(body);
+            Assert.Equal("ok", health.RootElement.GetProperty("status").GetString());
+            Assert.Equal("llama", health.RootElement.GetProperty("model").GetString());
+        }
+        finally
+        {
+            server.Kill(entireProcessTree: true);
+            server.WaitForExit();
+        }
+    }
+
+    private static int FreePort()
+    {
+        using var listener = new TcpListener(IPAddress.Loopback, 0);
+        listener.Start();
+        return ((IPEndPoint)listener.LocalEndpoint).Port;
+    }
+}
