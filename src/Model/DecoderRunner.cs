@@ -16,7 +16,7 @@ namespace InferenceServer.Model;
 ///   - continuation: one row with a past and several new tokens.
 /// Decode steps reuse a cached IO binding per batch size, so they allocate nothing managed.
 /// </summary>
-public sealed unsafe class DecoderRunner : IDisposable
+public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 {
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();
@@ -49,6 +49,10 @@ public sealed unsafe class DecoderRunner : IDisposable
 
     /// <summary>Bytes held by the KV buffers of all layers and slots.</summary>
     public long KvCacheBytes { get; }
+
+    public long KvBytesPerToken => 2L * LayerCount * _decoder.NumKeyValueHeads * _decoder.HeadSize * _kvElementSize;
+
+    public bool ContinuationNeedsBatchOne => true;
 
     public DecoderRunner(ModelFolder folder, RunnerOptions options)
     {
@@ -143,6 +147,37 @@ public sealed unsafe class DecoderRunner : IDisposable
             Run(binding, rows, shape.SequenceLength);
         }
         return new ReadOnlySpan<float>((float*)_logitsFloat.Pointer, batch * VocabSize);
+    }
+
+    /// <summary>
+    /// Copies the first <paramref name="length"/> positions of one slot's KV to another, so a
+    /// sequence can start from a prefix that another slot computed.
+    /// </summary>
+    public void CopyPrefix(int fromSlot, int toSlot, int length)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if ((uint)fromSlot >= (uint)Slots || (uint)toSlot >= (uint)Slots)
+            throw new ArgumentOutOfRangeException(nameof(fromSlot), $"slots are 0..{Slots - 1}");
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(length, Capacity);
+        if (fromSlot == toSlot || length == 0)
+            return;
+        // Per slot and KV head, positions are contiguous: [head][position][head_dim].
+        long headBytes = (long)Capacity * _decoder.HeadSize * _kvElementSize;
+        long copyBytes = (long)length * _decoder.HeadSize * _kvElementSize;
+        long slotBytes = _slotKvElements * _kvElementSize;
+        foreach (var buffers in new[] { _keys, _values })
+        {
+            foreach (var buffer in buffers)
+            {
+                for (var head = 0; head < _decoder.NumKeyValueHeads; head++)
+                {
+                    var source = (byte*)buffer.Pointer + fromSlot * slotBytes + head * headBytes;
+                    var target = (byte*)buffer.Pointer + toSlot * slotBytes + head * headBytes;
+                    Buffer.MemoryCopy(source, target, copyBytes, copyBytes);
+                }
+            }
+        }
     }
 
     private readonly record struct StepShape(int SequenceLength, int MaskWidth, bool IsDecode);

@@ -75,9 +75,23 @@ public sealed class CommandLineTests
         Assert.Equal(0, build.ExitCode);
         Assert.True(File.Exists(Path.Combine(model, "model.onnx")));
 
-        var generate = Cli.Run(null, "generate", "--model", model, "--prompt-ids", "1,129,83", "-n", "5");
+        var generate = Cli.Run(null, "generate", "--model", model, "--prompt-ids", "1,129,83", "-n", "5", "--json");
         Assert.Equal(0, generate.ExitCode);
-        Assert.Equal(5, JsonSerializer.Deserialize<int[]>(generate.Output)!.Length);
+        using (var result = JsonDocument.Parse(generate.Output))
+        {
+            Assert.Equal(5, result.RootElement.GetProperty("token_ids").GetArrayLength());
+            Assert.Equal("length", result.RootElement.GetProperty("finish_reason").GetString());
+            Assert.Equal(3, result.RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        }
+
+        // Text in, text out (the prompt from standard input), through the tokenizer.
+        var text = Cli.Run("def f(x):", "generate", "--model", model, "-n", "4");
+        Assert.Equal(0, text.ExitCode);
+        Assert.False(string.IsNullOrEmpty(text.Output));
+
+        var tooLong = Cli.Run(null, "generate", "--model", model, "--prompt-ids", "1,2", "-n", "100000");
+        Assert.Equal(1, tooLong.ExitCode);
+        Assert.Contains("context length", tooLong.Error, StringComparison.Ordinal);
 
         var port = FreePort();
         using var server = Cli.Start(["--model", model, "--http-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--max-batch", "1"]);

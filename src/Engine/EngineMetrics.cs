@@ -1,0 +1,58 @@
+using System.Diagnostics.Metrics;
+
+namespace InferenceServer.Engine;
+
+/// <summary>
+/// The engine's instruments (System.Diagnostics.Metrics, meter "InferenceServer.Engine"). Gauges
+/// read the engine's latest counts when collected; counters and histograms are recorded by the
+/// loop without tags, so recording allocates nothing.
+/// </summary>
+internal sealed class EngineMetrics : IDisposable
+{
+    public const string MeterName = "InferenceServer.Engine";
+
+    private readonly Meter _meter = new(MeterName);
+    private readonly Counter<long> _promptTokens;
+    private readonly Counter<long> _promptTokensComputed;
+    private readonly Counter<long> _generatedTokens;
+    private readonly Counter<long> _prefixHitTokens;
+    private readonly Counter<long> _preemptions;
+    private readonly Counter<long> _requests;
+    private readonly Histogram<double> _timeToFirstToken;
+    private readonly Histogram<double> _interTokenLatency;
+    private readonly Histogram<double> _endToEnd;
+
+    public EngineMetrics(InferenceEngine engine)
+    {
+        _meter.CreateObservableGauge("inference.requests.running", () => engine.Snapshot.Running, description: "Sequences in the batch");
+        _meter.CreateObservableGauge("inference.requests.waiting", () => engine.Snapshot.Waiting, description: "Requests waiting for admission");
+        _meter.CreateObservableGauge("inference.kv.blocks.used", () => engine.Snapshot.UsedBlocks, description: "KV blocks held by running sequences");
+        _meter.CreateObservableGauge("inference.kv.blocks.cached", () => engine.Snapshot.CachedBlocks, description: "KV blocks kept for prefix reuse (evictable)");
+        _meter.CreateObservableGauge("inference.kv.blocks.free", () => engine.Snapshot.FreeBlocks, description: "KV blocks free");
+        _requests = _meter.CreateCounter<long>("inference.requests", description: "Requests submitted");
+        _promptTokens = _meter.CreateCounter<long>("inference.tokens.prompt", description: "Prompt tokens submitted");
+        _promptTokensComputed = _meter.CreateCounter<long>("inference.tokens.prefill", description: "Prompt tokens computed (not served from cache)");
+        _generatedTokens = _meter.CreateCounter<long>("inference.tokens.generated", description: "Tokens generated");
+        _prefixHitTokens = _meter.CreateCounter<long>("inference.tokens.prefix_hit", description: "Prompt tokens served from cached KV");
+        _preemptions = _meter.CreateCounter<long>("inference.preemptions", description: "Sequences preempted for lack of KV blocks");
+        _timeToFirstToken = _meter.CreateHistogram<double>("inference.time_to_first_token", "s", "From submission to the first token");
+        _interTokenLatency = _meter.CreateHistogram<double>("inference.inter_token_latency", "s", "Between consecutive tokens of a sequence");
+        _endToEnd = _meter.CreateHistogram<double>("inference.request.duration", "s", "From submission to the final event");
+    }
+
+    public void Submitted(int promptTokens)
+    {
+        _requests.Add(1);
+        _promptTokens.Add(promptTokens);
+    }
+
+    public void PrefixHit(int tokens) => _prefixHitTokens.Add(tokens);
+    public void PromptComputed(int tokens) => _promptTokensComputed.Add(tokens);
+    public void Generated() => _generatedTokens.Add(1);
+    public void Preempted() => _preemptions.Add(1);
+    public void FirstToken(TimeSpan elapsed) => _timeToFirstToken.Record(elapsed.TotalSeconds);
+    public void InterToken(TimeSpan elapsed) => _interTokenLatency.Record(elapsed.TotalSeconds);
+    public void Completed(TimeSpan elapsed) => _endToEnd.Record(elapsed.TotalSeconds);
+
+    public void Dispose() => _meter.Dispose();
+}

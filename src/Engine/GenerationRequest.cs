@@ -1,0 +1,75 @@
+using InferenceServer.Engine.Sampling;
+
+namespace InferenceServer.Engine;
+
+/// <summary>One generation: prompt tokens in, a stream of text and token ids out.</summary>
+public sealed record GenerationRequest
+{
+    public required IReadOnlyList<int> PromptTokens { get; init; }
+    public SamplingParameters Sampling { get; init; } = SamplingParameters.Greedy;
+
+    /// <summary>Most tokens to generate.</summary>
+    public int MaxTokens { get; init; } = 16;
+
+    /// <summary>Text that ends generation; it is not part of the output.</summary>
+    public IReadOnlyList<string> StopStrings { get; init; } = [];
+
+    /// <summary>Token ids that end generation, besides the model's end-of-sequence ids.</summary>
+    public IReadOnlyList<int> StopTokenIds { get; init; } = [];
+
+    /// <summary>Keep generating past the model's end-of-sequence ids.</summary>
+    public bool IgnoreEos { get; init; }
+
+    /// <summary>Higher runs first; equal priorities run first come, first served.</summary>
+    public int Priority { get; init; }
+
+    public string? RequestId { get; init; }
+}
+
+/// <summary>Why a generation ended.</summary>
+public enum FinishReason
+{
+    /// <summary>Reached MaxTokens or the context length.</summary>
+    Length,
+
+    /// <summary>An end-of-sequence id, a stop token id or a stop string.</summary>
+    Stop,
+
+    /// <summary>The consumer cancelled or stopped reading.</summary>
+    Cancelled,
+}
+
+/// <summary>Token counts and timings of a finished generation.</summary>
+public readonly record struct Usage(
+    int PromptTokens,
+    int CompletionTokens,
+    int CachedPromptTokens,
+    TimeSpan QueueTime,
+    TimeSpan TimeToFirstToken);
+
+/// <summary>
+/// Output so far: new text and token ids since the previous event (several tokens when the
+/// consumer reads slower than the engine generates), then, once, the finish reason and usage.
+/// </summary>
+public sealed record GenerationEvent(
+    string Text,
+    IReadOnlyList<int> TokenIds,
+    IReadOnlyList<TokenLogprobs>? Logprobs,
+    FinishReason? FinishReason,
+    Usage? Usage,
+    string? MatchedStop)
+{
+    public bool IsFinal => FinishReason is not null;
+}
+
+/// <summary>A generated token's log-probability and the most likely alternatives at its position.</summary>
+public sealed record TokenLogprobs(int TokenId, float Logprob, IReadOnlyList<TopLogprob> TopAlternatives);
+
+/// <summary>The request cannot be served as asked (the message says why); nothing was queued.</summary>
+public sealed class RequestValidationException(string message) : Exception(message);
+
+/// <summary>The waiting queue is full; try again later.</summary>
+public sealed class EngineOverloadedException(string message) : Exception(message);
+
+/// <summary>The engine is shutting down and takes no new requests.</summary>
+public sealed class EngineStoppedException(string message) : Exception(message);

@@ -1,0 +1,26 @@
+namespace InferenceServer.Model;
+
+/// <summary>
+/// What the engine needs from a model: KV slots of a fixed capacity and a step over a
+/// contiguous range of them. <see cref="DecoderRunner"/> is the real one; benchmarks of the
+/// scheduler use a stand-in that returns fixed logits.
+/// </summary>
+public interface IDecoderModel
+{
+    int Slots { get; }
+    int Capacity { get; }
+    int VocabSize { get; }
+
+    /// <summary>Bytes of KV cache one token takes, over all layers (keys and values).</summary>
+    long KvBytesPerToken { get; }
+
+    /// <summary>
+    /// GroupQueryAttention on the CPU runs several new tokens on top of a past only for one row
+    /// at a time; a model without that limit (the paged CUDA graph) mixes them freely.
+    /// </summary>
+    bool ContinuationNeedsBatchOne { get; }
+
+    ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens);
+
+    void CopyPrefix(int fromSlot, int toSlot, int length);
+}
