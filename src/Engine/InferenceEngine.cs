@@ -55,7 +55,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         _model = model;
         _tokenizer = tokenizer;
         _options = options;
-        var physicalBlocks = model.Slots * (model.Capacity / options.KvBlockTokens);
+        var physicalBlocks = model.Slots * ((model.Capacity + options.KvBlockTokens - 1) / options.KvBlockTokens);
         var budgetBlocks = options.KvCacheBytes > 0
             ? (int)Math.Min(physicalBlocks, options.KvCacheBytes / (model.KvBytesPerToken * options.KvBlockTokens))
             : physicalBlocks;

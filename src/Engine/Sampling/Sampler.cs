@@ -122,16 +122,16 @@ public sealed class Sampler : IDisposable
         // b, c. Penalties.
         var scores = ApplyPenalties(logits, workspace, out var penalized);
 
-        // d. Greedy (IndexOfMax returns the first, so the lowest id, of equal maxima).
+        var max = penalized ? TensorPrimitives.Max(scores) : rawMax;
         int id;
         if (_parameters.IsGreedy)
         {
-            id = TensorPrimitives.IndexOfMax(scores);
+            // d. Greedy: the first (lowest) id holding the maximum.
+            id = FirstIdAtMax(scores, max);
         }
         else
         {
             // When nothing changed the logits and the temperature is 1, the raw exponentials are the ones to draw from.
-            var max = penalized ? TensorPrimitives.Max(scores) : rawMax;
             double? readyTotal = !penalized && _parameters.Temperature == 1.0 ? rawSum : null;
             id = DrawToken(scores, max, readyTotal, workspace, uniform);
         }
@@ -343,6 +343,25 @@ public sealed class Sampler : IDisposable
         for (; i < values.Length; i++)
             sum += values[i];
         return sum;
+    }
+
+    /// <summary>
+    /// The lowest id whose score is <paramref name="max"/>. Given the maximum, a vectorized
+    /// search for it is several times faster than TensorPrimitives.IndexOfMax.
+    /// </summary>
+    private static int FirstIdAtMax(ReadOnlySpan<float> scores, float max)
+    {
+        var width = Vector<float>.Count;
+        var maxVector = new Vector<float>(max);
+        var id = 0;
+        while (id <= scores.Length - width && !Vector.GreaterThanOrEqualAny(new Vector<float>(scores.Slice(id, width)), maxVector))
+            id += width;
+        for (; id < scores.Length; id++)
+        {
+            if (scores[id] >= max)
+                return id;
+        }
+        return TensorPrimitives.IndexOfMax(scores); // only when the maximum is NaN
     }
 
     /// <summary>Sets every value below <paramref name="threshold"/> to zero.</summary>

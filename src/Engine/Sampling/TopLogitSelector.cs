@@ -70,7 +70,10 @@ internal ref struct TopLogitSelector
     {
         // Adding +0 turns -0 into +0, so that the two zeros tie and the id decides, as for equal floats.
         var bits = BitConverter.SingleToUInt32Bits(score + 0f);
-        var ascending = (bits & 0x8000_0000u) != 0 ? ~bits : bits | 0x8000_0000u;
+        // Negative floats order backwards: flip all their bits; positive ones: only the sign bit.
+        // Written without a branch, which random signs would mispredict half the time.
+        var flip = (uint)((int)bits >> 31) | 0x8000_0000u;
+        var ascending = bits ^ flip;
         return ((ulong)~ascending << 32) | (uint)id;
     }
 
@@ -167,14 +170,15 @@ internal ref struct TopLogitSelector
             (keys[last], keys[middle]) = (keys[middle], keys[last]);
         var pivot = keys[middle];
         (keys[middle], keys[last]) = (keys[last], keys[middle]);
+        // Branch-free Lomuto: every key is swapped to the boundary, which advances only past
+        // smaller ones; a compare-and-branch would mispredict on half of random keys.
         var store = low;
         for (var i = low; i < last; i++)
         {
-            if (keys[i] < pivot)
-            {
-                (keys[i], keys[store]) = (keys[store], keys[i]);
-                store++;
-            }
+            var key = keys[i];
+            keys[i] = keys[store];
+            keys[store] = key;
+            store += key < pivot ? 1 : 0;
         }
         (keys[store], keys[last]) = (keys[last], keys[store]);
         return store;
