@@ -1,3 +1,4 @@
+using System.Text;
 using InferenceServer.Model;
 using InferenceServer.ModelBuilder;
 
@@ -26,5 +27,24 @@ public static class BenchModels
         if (!File.Exists(Path.Combine(path, ModelFolder.ConfigFileName)))
             DecoderModelBuilder.BuildRandom(config, path, new BuildOptions { Precision = precision, Overwrite = true }, seed: 1);
         return ModelFolder.Load(path);
+    }
+
+    /// <summary>
+    /// A byte-level tokenizer of the given size for random-weight models: the 256 byte tokens,
+    /// then plain ASCII words ("w300"), so any id decodes to text.
+    /// </summary>
+    public static Tokenizer.Tokenizer SyntheticTokenizer(int size)
+    {
+        var json = new StringBuilder("{\"model\": {\"type\": \"BPE\", \"vocab\": {");
+        for (var b = 0; b < 256; b++)
+        {
+            var c = Tokenizer.Model.ByteLevelAlphabet.ByteToChar((byte)b);
+            json.Append('"').Append(c switch { '"' => "\\\"", '\\' => "\\\\", _ => c.ToString() }).Append("\": ").Append(b).Append(", ");
+        }
+        for (var id = 256; id < size; id++)
+            json.Append("\"w").Append(id).Append("\": ").Append(id).Append(id + 1 < size ? ", " : "");
+        json.Append("}, \"merges\": []}, \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"add_prefix_space\": false}, \"decoder\": {\"type\": \"ByteLevel\"}}");
+        using var stream = new MemoryStream(Encoding.UTF8.GetBytes(json.ToString()));
+        return Tokenizer.Tokenizer.Load(stream, "synthetic");
     }
 }

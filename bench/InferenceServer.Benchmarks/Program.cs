@@ -4,6 +4,13 @@ using BenchmarkDotNet.Jobs;
 using BenchmarkDotNet.Running;
 using BenchmarkDotNet.Toolchains.InProcess.Emit;
 
+// "engine": whole requests through the engine with the 20M model (a report, not BenchmarkDotNet).
+if (args is ["engine", ..])
+{
+    await InferenceServer.Benchmarks.EngineThroughput.RunAsync();
+    return;
+}
+
 // Every benchmark of the repository, chosen with --filter (e.g. --filter '*DecodeStep*').
 // They run in-process: the native ONNX Runtime library sits beside this program, and a separate
 // generated project per benchmark would have to find it again.

@@ -48,6 +48,12 @@ public sealed class InferenceEngine : IAsyncDisposable
     private Exception? _fault;
 
     public InferenceEngine(IDecoderModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options)
+        : this(model, tokenizer, options, startLoop: true)
+    {
+    }
+
+    /// <summary>Without its thread, for the scheduler benchmark, which calls <see cref="Iterate"/> itself.</summary>
+    internal InferenceEngine(IDecoderModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options, bool startLoop)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(tokenizer);
@@ -71,7 +77,10 @@ public sealed class InferenceEngine : IAsyncDisposable
         _stopIds = [.. options.EosTokenIds];
         _metrics = new EngineMetrics(this);
         _thread = new Thread(Loop) { Name = "inference-engine", IsBackground = true };
-        _thread.Start();
+        if (startLoop)
+            _thread.Start();
+        else
+            _stopped.TrySetResult();
     }
 
     /// <summary>The KV budget in blocks, and the tokens it holds.</summary>
@@ -179,7 +188,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         }
     }
 
-    /// <summary>One scheduling iteration (public for the scheduler benchmark, which drives it directly).</summary>
+    /// <summary>One scheduling iteration.</summary>
     internal void Iterate()
     {
         while (_incoming.TryDequeue(out var arrived))

@@ -47,7 +47,7 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     public async Task A_request_arriving_mid_decode_joins_the_batch_and_leaves_it_first()
     {
         await using var test = new EngineUnderTest(model, stepDelay: TimeSpan.FromMilliseconds(2));
-        var longOne = test.Engine.Submit(Greedy(EngineFixture.Prompt(10, 1), maxTokens: 60));
+        var longOne = test.Engine.Submit(Greedy(EngineFixture.Prompt(10, 1), maxTokens: 200));
         await using var reader = longOne.GetAsyncEnumerator();
         Assert.True(await reader.MoveNextAsync()); // the long one is decoding
         var shortOne = await test.Engine.Submit(Greedy(EngineFixture.Prompt(6, 2), maxTokens: 3)).CollectAsync();
@@ -94,7 +94,7 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     [Fact]
     public async Task Cancelling_frees_the_sequence_at_the_next_iteration()
     {
-        await using var test = new EngineUnderTest(model);
+        await using var test = new EngineUnderTest(model, stepDelay: TimeSpan.FromMilliseconds(2));
         using var cancel = new CancellationTokenSource();
         var output = test.Engine.Submit(Greedy(EngineFixture.Prompt(12, 5), maxTokens: 200), cancel.Token);
         GenerationEvent? last = null;
@@ -120,7 +120,7 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     [Fact]
     public async Task Leaving_the_output_unread_cancels_the_generation()
     {
-        await using var test = new EngineUnderTest(model);
+        await using var test = new EngineUnderTest(model, stepDelay: TimeSpan.FromMilliseconds(2));
         var output = test.Engine.Submit(Greedy(EngineFixture.Prompt(12, 6), maxTokens: 200));
         await foreach (var e in output)
         {

@@ -100,19 +100,27 @@ public class SamplerTests
         Assert.Equal(expected, tokens);
     }
 
-    [Fact]
-    public void The_generator_matches_the_published_xoshiro256starstar_and_splitmix64()
+    [Theory]
+    [InlineData(0UL, new[] { 0x99ec5f36cb75f2b4UL, 0xbf6e1f784956452aUL, 0x1a5f849d4933e6e0UL, 0x6aa594f1262d2d2cUL })]
+    [InlineData(42UL, new[] { 0x15780b2e0c2ec716UL, 0x6104d9866d113a7eUL, 0xae17533239e499a1UL, 0xecb8ad4703b360a1UL })]
+    public void The_generator_is_xoshiro256starstar_seeded_by_splitmix64(ulong seed, ulong[] expected)
     {
-        // xoshiro256** seeded with SplitMix64 from 0: the SplitMix64 outputs for seed 0 are
-        // e220a8397b1dcdaf, 6e789e6aa1b965f4, 06c45d188009454f, f88bb8a8724c81ec; the first
-        // xoshiro256** output is rotl(s1 * 5, 7) * 9.
-        var generator = new Xoshiro256StarStar(0);
-        var s1 = 0x6e789e6aa1b965f4UL;
-        Assert.Equal(ulong.RotateLeft(s1 * 5, 7) * 9, generator.NextUInt64());
+        // Computed with an independent transcription of the published algorithms (SplitMix64 from
+        // 0 gives e220a8397b1dcdaf, 6e789e6aa1b965f4, 06c45d188009454f, f88bb8a8724c81ec).
+        var generator = new Xoshiro256StarStar(seed);
+        Assert.Equal(expected, Enumerable.Range(0, expected.Length).Select(_ => generator.NextUInt64()));
+    }
+
+    [Fact]
+    public void Uniform_doubles_are_in_the_unit_interval_and_use_the_top_53_bits()
+    {
+        var bits = new Xoshiro256StarStar(7);
+        var doubles = new Xoshiro256StarStar(7);
         for (var i = 0; i < 1000; i++)
         {
-            var value = generator.NextDouble();
-            Assert.InRange(value, 0.0, 1.0 - double.Epsilon);
+            var value = doubles.NextDouble();
+            Assert.InRange(value, 0.0, Math.BitDecrement(1.0));
+            Assert.Equal((bits.NextUInt64() >> 11) / 9007199254740992.0, value);
         }
     }
 
@@ -191,7 +199,7 @@ public class SamplerTests
 
     [Theory]
     [InlineData(0)] // min-p alone
-    [InlineData(4)] // after top-k (a no-op here: 4 of 5 kept, the dropped one is below min-p anyway)
+    [InlineData(4)] // after top-k = 4, which drops only 0.03, under either bar anyway
     public void Min_p_drops_exactly_the_tokens_below_min_p_times_the_best(int topK)
     {
         var probabilities = new[] { 0.4, 0.3, 0.2, 0.07, 0.03 };
@@ -337,7 +345,7 @@ public class SamplerTests
     {
         // Three equal logits; token 0 generated twice: 0 - 2 * 0.5 - 0.25 = -1.25.
         float[] logits = [0f, 0f, 0f];
-        var parameters = new SamplingParameters { FrequencyPenalty = 0.5, PresencePenalty = 0.25, Seed = 77 };
+        var parameters = new SamplingParameters { FrequencyPenalty = 0.5, PresencePenalty = 0.25, Seed = 77, Logprobs = 1 };
         var workspace = new SamplingWorkspace(3);
         using var sampler = new Sampler(parameters, 3, []);
         sampler.Accept(0);
@@ -351,6 +359,15 @@ public class SamplerTests
             Assert.Equal(Math.Log(1.0 / 3), token.Logprob, 1e-6);
         }
         AssertClose(Softmax([-1.25f, 0f, 0f], 1.0), counts.Select(c => (double)c / Draws).ToArray());
+    }
+
+    [Fact]
+    public void Without_logprobs_requested_the_logprob_is_not_computed()
+    {
+        using var sampler = new Sampler(SamplingParameters.Greedy, 3, []);
+        var token = sampler.Sample([0f, 2f, 1f], new SamplingWorkspace(3));
+        Assert.Equal(1, token.Id);
+        Assert.True(float.IsNaN(token.Logprob));
     }
 
     [Fact]
@@ -522,14 +539,20 @@ public class SamplerTests
         foreach (var parameters in configurations)
         {
             using var sampler = new Sampler(parameters with { Seed = 1 }, QwenVocabSize, prompt);
-            for (var i = 0; i < 3; i++)
+            for (var i = 0; i < 20; i++)
                 sampler.Accept(sampler.Sample(logits, workspace, alternatives, out _).Id);
 
-            var before = GC.GetAllocatedBytesForCurrentThread();
-            for (var i = 0; i < 10; i++)
-                sampler.Sample(logits, workspace, alternatives, out _);
-            var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-            Assert.True(allocated == 0, $"{parameters}: {allocated} bytes allocated in 10 calls");
+            // The runtime may allocate on this thread now and then while it compiles (tiering,
+            // on-stack replacement); an allocation made by Sample itself shows in every round.
+            var fewest = long.MaxValue;
+            for (var round = 0; round < 3 && fewest > 0; round++)
+            {
+                var before = GC.GetAllocatedBytesForCurrentThread();
+                for (var i = 0; i < 10; i++)
+                    sampler.Sample(logits, workspace, alternatives, out _);
+                fewest = Math.Min(fewest, GC.GetAllocatedBytesForCurrentThread() - before);
+            }
+            Assert.True(fewest == 0, $"{parameters}: {fewest} bytes allocated in 10 calls");
         }
     }
 

@@ -111,13 +111,21 @@ public sealed class Sampler : IDisposable
 
         var uniform = _random.NextDouble();
 
-        // a. log_softmax of the raw logits, for the reported log-probabilities. The
-        // exponentials stay in the workspace: when nothing changes the logits they are reused.
-        var exponentials = workspace.Exponentials.AsSpan(0, _vocabSize);
+        // a. log_softmax of the raw logits, for the reported log-probabilities. Only when they
+        // are asked for, or when the draw can reuse the exponentials (nothing changes the logits
+        // and the temperature is 1): for plain greedy decoding this pass would be most of the cost.
+        var reportLogprobs = _parameters.Logprobs > 0;
         var rawMax = TensorPrimitives.Max(logits);
-        var rawSum = ExponentiateAndSum(logits, rawMax, 1.0, exponentials, workspace.BlockSums);
-        var rawLogNormalizer = rawMax + Math.Log(rawSum);
-        alternativesWritten = WriteTopLogprobs(logits, rawMax, rawLogNormalizer, workspace, alternatives);
+        double rawSum = 0, rawLogNormalizer = double.NaN;
+        alternativesWritten = 0;
+        if (reportLogprobs || (!_parameters.IsGreedy && _parameters.Temperature == 1.0 && !_parameters.HasPenalties))
+        {
+            var exponentials = workspace.Exponentials.AsSpan(0, _vocabSize);
+            rawSum = ExponentiateAndSum(logits, rawMax, 1.0, exponentials, workspace.BlockSums);
+            rawLogNormalizer = rawMax + Math.Log(rawSum);
+            if (reportLogprobs)
+                alternativesWritten = WriteTopLogprobs(logits, rawMax, rawLogNormalizer, workspace, alternatives);
+        }
 
         // b, c. Penalties.
         var scores = ApplyPenalties(logits, workspace, out var penalized);
@@ -132,10 +140,10 @@ public sealed class Sampler : IDisposable
         else
         {
             // When nothing changed the logits and the temperature is 1, the raw exponentials are the ones to draw from.
-            double? readyTotal = !penalized && _parameters.Temperature == 1.0 ? rawSum : null;
+            double? readyTotal = !penalized && _parameters.Temperature == 1.0 && rawSum > 0 ? rawSum : null;
             id = DrawToken(scores, max, readyTotal, workspace, uniform);
         }
-        return new SampledToken(id, (float)(logits[id] - rawLogNormalizer));
+        return new SampledToken(id, reportLogprobs ? (float)(logits[id] - rawLogNormalizer) : float.NaN);
     }
 
     /// <summary>Returns the rented tables to the pool; the sampler cannot be used afterwards.</summary>
@@ -163,8 +171,6 @@ public sealed class Sampler : IDisposable
         var useTopK = parameters.TopK > 0 && parameters.TopK < _vocabSize;
         var useTopP = parameters.TopP < 1.0;
         var useMinP = parameters.MinP > 0.0;
-        // Every weight is relative to the best token's, exp(0) = 1, so min-p's bar is min_p itself.
-        var minPThreshold = (float)parameters.MinP;
 
         // e. Temperature. The whole vocabulary's weights are needed unless top-k narrows the
         // field first: top-p measures mass against their total, and without truncation every
@@ -178,7 +184,7 @@ public sealed class Sampler : IDisposable
             // h. Min-p alone keeps a threshold on the weights: no ranking needed.
             if (useMinP)
             {
-                ZeroBelow(exponentials, minPThreshold);
+                ZeroBelow(exponentials, MinPThreshold(scores, max, exponentials));
                 total = SumBlocks(exponentials, workspace.BlockSums);
             }
             // i.
@@ -214,19 +220,27 @@ public sealed class Sampler : IDisposable
             survivors = selector.SelectNucleus(exponentials, RequiredMass(total, parameters.TopP));
         }
 
-        // h. Min-p over the survivors (their best is the best token, of weight 1).
+        // h. Min-p over the survivors (the best token is always among them).
+        var minPThreshold = useMinP ? MinPThreshold(scores, max, exponentials) : 0f;
         var ids = workspace.CandidateIds.AsSpan(0, survivors.Length);
         var count = 0;
         foreach (var key in survivors)
         {
             var id = TopLogitSelector.IdOf(key);
-            if (!useMinP || exponentials[id] >= minPThreshold)
+            if (exponentials[id] >= minPThreshold)
                 ids[count++] = id;
         }
 
         // i.
         return DrawFromCandidates(ids[..count], exponentials, workspace, uniform);
     }
+
+    /// <summary>
+    /// min_p times the best token's weight. That weight is exp(0) = 1 in exact arithmetic; reading
+    /// it back keeps the best token above the bar whatever the rounding, even at min_p = 1.
+    /// </summary>
+    private float MinPThreshold(ReadOnlySpan<float> scores, float max, ReadOnlySpan<float> exponentials) =>
+        (float)(_parameters.MinP * exponentials[FirstIdAtMax(scores, max)]);
 
     /// <summary>
     /// The mass the nucleus must reach. Probabilities come from float logits and float
@@ -324,8 +338,8 @@ public sealed class Sampler : IDisposable
     }
 
     /// <summary>
-    /// A vectorized sum of floats accumulated in double: a float sum of 150,000 terms would be
-    /// off by about 1e-5 of the total, enough to move a draw or a nucleus boundary.
+    /// A vectorized sum of floats accumulated in double: a float sum of 150,000 terms keeps only
+    /// five or six significant digits, enough to move a draw or a nucleus boundary.
     /// </summary>
     private static double SumAsDouble(ReadOnlySpan<float> values)
     {

@@ -29,18 +29,18 @@ public sealed class SamplingWorkspace
     /// <summary>A copy of the logits with the penalties applied (left unused when no penalty changes anything).</summary>
     internal float[] PenalizedLogits { get; }
 
-    /// <summary>exp((logit - max) / temperature) for every token.</summary>
+    /// <summary>Per token id: exp((score - max) / temperature), for every token or only for the candidates still in play.</summary>
     internal float[] Exponentials { get; }
 
     /// <summary>The sum of <see cref="Exponentials"/> over each block of <see cref="SumBlockLength"/> tokens.</summary>
     internal double[] BlockSums { get; }
 
-    /// <summary>Sort keys (logit, then id) of the tokens under consideration for the top candidates.</summary>
+    /// <summary>Rank keys (score, then id) of the tokens under consideration for top-k, top-p and the reported alternatives.</summary>
     internal ulong[] Keys { get; }
 
-    /// <summary>The ids of the candidates that survive truncation, most likely first.</summary>
+    /// <summary>The ids of the candidates that survive truncation.</summary>
     internal int[] CandidateIds { get; }
 
-    /// <summary>The unnormalized probability of each entry of <see cref="CandidateIds"/>.</summary>
+    /// <summary>Weights in the making: the top-k candidates' in rank order, or many survivors' spread by id.</summary>
     internal float[] CandidateWeights { get; }
 }

@@ -24,7 +24,6 @@ internal ref struct TopLogitSelector
     private readonly ReadOnlySpan<float> _scores;
     private readonly float _max;
     private readonly Span<ulong> _keys;
-    private float _gap;
     private int _poolCount;
 
     /// <param name="scores">The scores to rank.</param>
@@ -41,8 +40,8 @@ internal ref struct TopLogitSelector
     public Span<ulong> SelectBest(int count)
     {
         count = Math.Min(count, _scores.Length);
-        while (_poolCount < count)
-            WidenPool();
+        for (var gap = InitialGap; _poolCount < count; gap *= 2)
+            FillPool(gap);
         var pool = _keys[.._poolCount];
         SelectByCount(pool, count);
         return pool[..count];
@@ -55,9 +54,12 @@ internal ref struct TopLogitSelector
     /// <param name="weightById">Every token's unnormalized probability.</param>
     public Span<ulong> SelectNucleus(ReadOnlySpan<float> weightById, double requiredMass)
     {
-        do
-            WidenPool();
-        while (_poolCount < _scores.Length && MassOf(_keys[.._poolCount], weightById) < requiredMass);
+        // Widen the gap until the tokens within it hold the mass (a vectorized masked sum),
+        // then gather them once.
+        var gap = InitialGap;
+        while (gap <= WidestGap && float.IsFinite(_max - gap) && MassAtLeast(_max - gap, weightById) < requiredMass)
+            gap *= 2;
+        FillPool(gap);
         var pool = _keys[.._poolCount];
         return pool[..SelectByMass(pool, weightById, requiredMass)];
     }
@@ -184,23 +186,47 @@ internal ref struct TopLogitSelector
         return store;
     }
 
-    private void WidenPool()
+    /// <summary>Makes the pool the tokens within <paramref name="gap"/> of the maximum, or the whole vocabulary past <see cref="WidestGap"/>.</summary>
+    private void FillPool(float gap)
     {
-        _gap = _gap == 0 ? InitialGap : _gap * 2;
-        var threshold = _max - _gap;
-        if (_gap > WidestGap || !float.IsFinite(threshold))
+        var threshold = _max - gap;
+        if (gap > WidestGap || !float.IsFinite(threshold))
         {
             for (var id = 0; id < _scores.Length; id++)
                 _keys[id] = KeyOf(_scores[id], id);
             _poolCount = _scores.Length;
-            _gap = float.PositiveInfinity;
             return;
         }
         _poolCount = CollectAtLeast(threshold);
     }
 
+    /// <summary>The total weight of the tokens whose score is at least <paramref name="threshold"/>, summed in double.</summary>
+    private readonly double MassAtLeast(float threshold, ReadOnlySpan<float> weightById)
+    {
+        var width = Vector<float>.Count;
+        var thresholdVector = new Vector<float>(threshold);
+        var lowerSum = Vector<double>.Zero;
+        var upperSum = Vector<double>.Zero;
+        var id = 0;
+        for (; id <= _scores.Length - width; id += width)
+        {
+            var inside = Vector.GreaterThanOrEqual(new Vector<float>(_scores.Slice(id, width)), thresholdVector);
+            var weights = Vector.ConditionalSelect(inside, new Vector<float>(weightById.Slice(id, width)), Vector<float>.Zero);
+            Vector.Widen(weights, out var lower, out var upper);
+            lowerSum += lower;
+            upperSum += upper;
+        }
+        var mass = Vector.Sum(lowerSum + upperSum);
+        for (; id < _scores.Length; id++)
+        {
+            if (_scores[id] >= threshold)
+                mass += weightById[id];
+        }
+        return mass;
+    }
+
     /// <summary>Writes the keys of the tokens whose score is at least <paramref name="threshold"/>; returns how many.</summary>
-    private int CollectAtLeast(float threshold)
+    private readonly int CollectAtLeast(float threshold)
     {
         var count = 0;
         var width = Vector<float>.Count;
@@ -211,10 +237,12 @@ internal ref struct TopLogitSelector
         {
             if (!Vector.GreaterThanOrEqualAny(new Vector<float>(_scores.Slice(id, width)), thresholdVector))
                 continue;
+            // Branch-free: always write, advance only past a token inside (count <= lane, so in bounds).
             for (var lane = id; lane < id + width; lane++)
             {
-                if (_scores[lane] >= threshold)
-                    _keys[count++] = KeyOf(_scores[lane], lane);
+                var score = _scores[lane];
+                _keys[count] = KeyOf(score, lane);
+                count += score >= threshold ? 1 : 0;
             }
         }
         for (; id < _scores.Length; id++)
