@@ -160,6 +160,68 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     }
 
     [Fact]
+    public async Task Higher_priority_waits_less_and_equal_priorities_go_in_arrival_order()
+    {
+        await using var test = new EngineUnderTest(model, slots: 1, stepDelay: TimeSpan.FromMilliseconds(2));
+        var busy = test.Engine.Submit(Greedy(EngineFixture.Prompt(5, 110), 30));
+        await using var reader = busy.GetAsyncEnumerator();
+        Assert.True(await reader.MoveNextAsync()); // the only slot is taken; the rest wait
+        var order = new List<string>();
+        async Task Run(string name, int priority, int seed)
+        {
+            await test.Engine.Submit(Greedy(EngineFixture.Prompt(5, seed), 2) with { Priority = priority }).CollectAsync();
+            lock (order)
+                order.Add(name);
+        }
+        var runs = new[] { Run("first", 0, 111), Run("second", 0, 112), Run("urgent", 5, 113) };
+        while (await reader.MoveNextAsync())
+        {
+        }
+        await Task.WhenAll(runs);
+        Assert.Equal(["urgent", "first", "second"], order);
+        await test.AssertIdleAsync();
+    }
+
+    [Fact]
+    public async Task Instruments_count_tokens_and_time_requests()
+    {
+        var measurements = new Dictionary<string, double>();
+        using var listener = new MeterListener();
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == "InferenceServer.Engine")
+                l.EnableMeasurementEvents(instrument);
+        };
+        void Add(Instrument instrument, double value)
+        {
+            lock (measurements)
+                measurements[instrument.Name] = measurements.GetValueOrDefault(instrument.Name) + value;
+        }
+        listener.SetMeasurementEventCallback<long>((i, v, _, _) => Add(i, v));
+        listener.SetMeasurementEventCallback<int>((i, v, _, _) => Add(i, v));
+        listener.SetMeasurementEventCallback<double>((i, v, _, _) => Add(i, 1)); // histograms: count records
+        listener.Start();
+
+        await using var test = new EngineUnderTest(model);
+        var prompt = EngineFixture.Prompt(40, 120);
+        await test.Engine.Submit(Greedy(prompt, 6)).CollectAsync();
+        await test.Engine.Submit(Greedy([.. prompt, 7, 8], 6)).CollectAsync();
+        listener.RecordObservableInstruments();
+
+        lock (measurements)
+        {
+            Assert.True(measurements["inference.tokens.generated"] >= 12);
+            Assert.True(measurements["inference.tokens.prompt"] >= 82);
+            Assert.True(measurements["inference.tokens.prefix_hit"] >= 40);
+            Assert.True(measurements["inference.time_to_first_token"] >= 2);
+            Assert.True(measurements["inference.inter_token_latency"] >= 10);
+            Assert.True(measurements["inference.request.duration"] >= 2);
+            Assert.True(measurements.ContainsKey("inference.kv.blocks.cached"));
+        }
+        await test.AssertIdleAsync();
+    }
+
+    [Fact]
     public async Task A_full_queue_rejects_at_once_with_a_clear_error()
     {
         await using var test = new EngineUnderTest(model, slots: 1, options: new EngineOptions { MaxWaitingRequests = 2 }, stepDelay: TimeSpan.FromMilliseconds(3));
