@@ -15,7 +15,7 @@ root.Subcommands.Add(TokenizeCommands.CreateTokenize());
 root.Subcommands.Add(TokenizeCommands.CreateDetokenize());
 
 // 'serve' is the default: options given without a subcommand are serve's.
-foreach (var option in serve.Options)
+foreach (var option in ServeCommand.Options)
     root.Options.Add(option);
 root.SetAction((parseResult, cancellationToken) => ServeCommand.RunAsync(parseResult, cancellationToken));
 

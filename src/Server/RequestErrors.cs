@@ -1,0 +1,59 @@
+using InferenceServer.Engine;
+
+namespace InferenceServer.Server;
+
+/// <summary>gRPC status codes (the subset we answer with).</summary>
+public enum GrpcStatus
+{
+    Ok = 0,
+    Cancelled = 1,
+    Unknown = 2,
+    InvalidArgument = 3,
+    DeadlineExceeded = 4,
+    NotFound = 5,
+    ResourceExhausted = 8,
+    Unimplemented = 12,
+    Internal = 13,
+    Unavailable = 14,
+    Unauthenticated = 16,
+}
+
+/// <summary>A request that fails with a status both front ends can express.</summary>
+public sealed class RequestException(GrpcStatus status, string message) : Exception(message)
+{
+    public GrpcStatus Status { get; } = status;
+
+    public int HttpStatus => Status switch
+    {
+        GrpcStatus.InvalidArgument => 400,
+        GrpcStatus.Unauthenticated => 401,
+        GrpcStatus.NotFound => 404,
+        GrpcStatus.ResourceExhausted => 429,
+        GrpcStatus.Cancelled => 499,
+        GrpcStatus.Unimplemented => 501,
+        GrpcStatus.Unavailable => 503,
+        GrpcStatus.DeadlineExceeded => 504,
+        _ => 500,
+    };
+
+    /// <summary>OpenAI's error "type" for the status.</summary>
+    public string OpenAiType => Status switch
+    {
+        GrpcStatus.InvalidArgument or GrpcStatus.NotFound => "invalid_request_error",
+        GrpcStatus.Unauthenticated => "authentication_error",
+        GrpcStatus.ResourceExhausted => "rate_limit_error",
+        GrpcStatus.Unavailable => "service_unavailable",
+        _ => "server_error",
+    };
+
+    /// <summary>The status for an exception the engine or the input raised.</summary>
+    public static RequestException From(Exception e) => e switch
+    {
+        RequestException r => r,
+        RequestValidationException => new RequestException(GrpcStatus.InvalidArgument, e.Message),
+        EngineOverloadedException => new RequestException(GrpcStatus.ResourceExhausted, e.Message),
+        EngineStoppedException => new RequestException(GrpcStatus.Unavailable, e.Message),
+        OperationCanceledException => new RequestException(GrpcStatus.Cancelled, "the request was cancelled"),
+        _ => new RequestException(GrpcStatus.Internal, "internal error: " + e.Message),
+    };
+}

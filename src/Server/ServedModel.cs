@@ -1,0 +1,62 @@
+using InferenceServer.Engine;
+using InferenceServer.Model;
+using InferenceServer.Tokenizer;
+
+namespace InferenceServer.Server;
+
+/// <summary>Whether the server takes requests: not until the model is loaded, and not while draining.</summary>
+public enum ServingState
+{
+    Loading,
+    Serving,
+    Draining,
+}
+
+/// <summary>A loaded model as the front ends see it: its name, tokenizer, engine and limits.</summary>
+public sealed class ServedModel : IAsyncDisposable
+{
+    private readonly DecoderRunner? _runner;
+
+    public ServedModel(string name, ModelFolder folder, Tokenizer.Tokenizer tokenizer, InferenceEngine engine, int maxBatch, DecoderRunner? runner = null)
+    {
+        Name = name;
+        Folder = folder;
+        Tokenizer = tokenizer;
+        Engine = engine;
+        MaxBatch = maxBatch;
+        Fim = FimTemplate.Detect(tokenizer);
+        _runner = runner;
+    }
+
+    public string Name { get; }
+    public ModelFolder Folder { get; }
+    public Tokenizer.Tokenizer Tokenizer { get; }
+    public InferenceEngine Engine { get; }
+    public FimTemplate? Fim { get; }
+    public int MaxBatch { get; }
+    public int ContextLength => Engine.Capacity;
+    public int VocabSize => Folder.Config.Model.VocabSize;
+
+    /// <summary>Loads a model folder and starts its engine.</summary>
+    public static ServedModel Load(string path, int maxBatch, int contextLength, int intraOpThreads, EngineOptions engineOptions)
+    {
+        var folder = ModelFolder.Load(path);
+        if (folder.TokenizerPath is null)
+            throw new ModelLoadException($"{folder.Path} has no tokenizer.json; the server needs one");
+        var tokenizer = InferenceServer.Tokenizer.Tokenizer.Load(folder.TokenizerPath);
+        var runner = new DecoderRunner(folder, new RunnerOptions
+        {
+            MaxBatch = maxBatch,
+            MaxSequenceLength = contextLength,
+            IntraOpThreads = intraOpThreads,
+        });
+        var engine = new InferenceEngine(runner, tokenizer, engineOptions with { EosTokenIds = folder.Config.Model.EosTokenId });
+        return new ServedModel(Path.GetFileName(folder.Path), folder, tokenizer, engine, maxBatch, runner);
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Engine.DisposeAsync().ConfigureAwait(false);
+        _runner?.Dispose();
+    }
+}
