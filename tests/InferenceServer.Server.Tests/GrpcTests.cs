@@ -81,31 +81,37 @@ public sealed class GrpcTests(ServerFixture server) : IDisposable
     [Fact]
     public async Task Cancelling_a_stream_frees_the_sequence()
     {
+        await using var slow = await SlowServer.StartAsync(server, slots: 2, maxWaiting: 4);
+        using var client = new InferenceClient(slow.GrpcAddress);
         using var cancel = new CancellationTokenSource();
         var received = 0;
         await Assert.ThrowsAnyAsync<OperationCanceledException>(async () =>
         {
-            await foreach (var delta in _client.GenerateStreamAsync(Greedy("x", 400), cancellationToken: cancel.Token))
+            await foreach (var delta in client.GenerateStreamAsync(new GenerateRequest { PromptTokenIds = new TokenIds { Ids = { 97 } }, MaxTokens = 400 }, cancellationToken: cancel.Token))
             {
                 received += delta.TokenIds.Count;
                 if (received >= 2)
                     await cancel.CancelAsync();
             }
         });
-        await server.AssertEngineIdleAsync();
+        Assert.True(slow.Model.Engine.Snapshot.Running <= 1);
+        await slow.AssertIdleAsync(); // freed long before the 400 tokens (4 s) would have ended
     }
 
     [Fact]
     public async Task A_passed_deadline_ends_the_call_with_deadline_exceeded()
     {
+        // The slow stand-in model takes 10 ms a token: 500 tokens take 5 s, far past the deadline and the idle check.
+        await using var slow = await SlowServer.StartAsync(server, slots: 2, maxWaiting: 4);
+        using var client = new InferenceClient(slow.GrpcAddress);
         var e = await Assert.ThrowsAsync<GrpcCallException>(async () =>
         {
-            await foreach (var _ in _client.GenerateStreamAsync(Greedy("x", 480), deadline: TimeSpan.FromMilliseconds(30)))
+            await foreach (var _ in client.GenerateStreamAsync(new GenerateRequest { PromptTokenIds = new TokenIds { Ids = { 97, 98 } }, MaxTokens = 500 }, deadline: TimeSpan.FromMilliseconds(200)))
             {
             }
         });
         Assert.Equal((int)GrpcStatus.DeadlineExceeded, e.Status);
-        await server.AssertEngineIdleAsync();
+        await slow.AssertIdleAsync();
     }
 
     [Theory]

@@ -1,11 +1,136 @@
+using System.Security.Cryptography;
+using System.Text;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 
 namespace InferenceServer.Server.Http;
 
-/// <summary>OpenAI-style HTTP: /v1/completions, /v1/models, llama.cpp's /infill, /health.</summary>
+/// <summary>
+/// OpenAI-style HTTP: /v1/completions, /v1/models, llama.cpp's /infill, /health.
+/// Every failure answers with OpenAI's error body {"error": {"message", "type", "param", "code"}};
+/// that includes unknown routes (404), wrong methods (405), a missing or wrong API key (401, every
+/// path but /health) and any request while the server is not serving (503).
+/// </summary>
 public static class OpenAiEndpoints
 {
+    public const string HealthPath = "/health";
+
     public static void Map(WebApplication app, ServerOptions options, ServedModel model, ServerState state)
     {
+        ArgumentNullException.ThrowIfNull(app);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(state);
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(OpenAiEndpoints).FullName!);
+        var keys = options.ApiKeys.Select(k => Encoding.UTF8.GetBytes(k)).ToArray();
+        var created = HttpApi.Now();
+
+        // Runs after routing chose an endpoint and before it executes (WebApplication adds both around this).
+        app.Use(async (context, next) =>
+        {
+            var path = context.Request.Path;
+            var isHealth = path.Equals(HealthPath, StringComparison.OrdinalIgnoreCase);
+            if (!isHealth && keys.Length > 0 && !Authorized(context.Request, keys))
+            {
+                await HttpApi.WriteErrorAsync(context, new HttpApiException(401, "authentication_error",
+                    "a valid API key is required: send it as 'Authorization: Bearer <key>'", code: "invalid_api_key")).ConfigureAwait(false);
+                return;
+            }
+            if (!isHealth && state.State != ServingState.Serving)
+            {
+                await HttpApi.WriteErrorAsync(context, new HttpApiException(503, "service_unavailable",
+                    state.State == ServingState.Loading ? "the server is loading its model; try again shortly" : "the server is shutting down",
+                    code: "service_unavailable")).ConfigureAwait(false);
+                return;
+            }
+            await next(context).ConfigureAwait(false);
+            // Routing's own answers (no endpoint, or another method) carry no body: give them the error body.
+            var status = context.Response.StatusCode;
+            if (!context.Response.HasStarted && context.Response.ContentType is null
+                && status is StatusCodes.Status404NotFound or StatusCodes.Status405MethodNotAllowed)
+            {
+                var error = status == StatusCodes.Status404NotFound
+                    ? new HttpApiException(404, "invalid_request_error", $"no route for {context.Request.Method} {path}", code: "not_found")
+                    : new HttpApiException(405, "invalid_request_error", $"{context.Request.Method} is not allowed on {path}", code: "method_not_allowed");
+                await HttpApi.WriteErrorAsync(context, error).ConfigureAwait(false);
+            }
+        });
+
+        var completions = new CompletionsEndpoint(options, model);
+        var infill = new InfillEndpoint(options, model);
+        app.MapPost("/v1/completions", Guarded(completions.HandleAsync, logger));
+        app.MapPost("/infill", Guarded(infill.HandleAsync, logger));
+        app.MapGet("/v1/models", Guarded(context => HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK,
+            new ModelList { Data = [Card(model, created)] }, OpenAiJsonContext.Default.ModelList), logger));
+        app.MapGet("/v1/models/{**id}", Guarded(context =>
+        {
+            var id = context.GetRouteValue("id") as string;
+            if (!string.Equals(id, model.Name, StringComparison.Ordinal))
+                throw new HttpApiException(404, "invalid_request_error", $"The model '{id}' does not exist; this server serves '{model.Name}'", "model", "model_not_found");
+            return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, Card(model, created), OpenAiJsonContext.Default.ModelCard);
+        }, logger));
+        app.MapGet(HealthPath, context =>
+        {
+            var current = state.State;
+            var status = current switch
+            {
+                ServingState.Serving => "ok",
+                ServingState.Loading => "loading",
+                _ => "draining",
+            };
+            return HttpApi.WriteJsonAsync(context, current == ServingState.Serving ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable,
+                new HealthResponse { Status = status }, OpenAiJsonContext.Default.HealthResponse);
+        });
     }
+
+    private static ModelCard Card(ServedModel model, long created) =>
+        new() { Id = model.Name, Created = created, ContextLength = model.ContextLength };
+
+    /// <summary>Bearer token equal to one of the keys (compared in constant time).</summary>
+    private static bool Authorized(HttpRequest request, byte[][] keys)
+    {
+        var header = request.Headers.Authorization.ToString();
+        const string scheme = "Bearer ";
+        if (!header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase))
+            return false;
+        var given = Encoding.UTF8.GetBytes(header[scheme.Length..].Trim());
+        var ok = false;
+        foreach (var key in keys)
+            ok |= CryptographicOperations.FixedTimeEquals(given, key);
+        return ok;
+    }
+
+    /// <summary>Turns what a handler throws into the error body; a client that left gets nothing.</summary>
+    private static RequestDelegate Guarded(Func<HttpContext, Task> handler, ILogger logger) => async context =>
+    {
+        try
+        {
+            await handler(context).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+        }
+        catch (HttpApiException e)
+        {
+            await HttpApi.WriteErrorAsync(context, e).ConfigureAwait(false);
+        }
+#pragma warning disable CA1031 // every failure must reach the client as an error body, not as a dropped connection
+        catch (Exception e)
+#pragma warning restore CA1031
+        {
+            if (context.RequestAborted.IsCancellationRequested)
+                return;
+            HttpLog.Unhandled(logger, context.Request.Method, context.Request.Path, e);
+            await HttpApi.WriteErrorAsync(context, HttpApiException.From(e)).ConfigureAwait(false);
+        }
+    };
+}
+
+internal static partial class HttpLog
+{
+    [LoggerMessage(Level = LogLevel.Error, Message = "{Method} {Path} failed")]
+    public static partial void Unhandled(ILogger logger, string method, string path, Exception exception);
 }

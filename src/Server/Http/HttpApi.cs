@@ -1,0 +1,163 @@
+using System.Buffers;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
+
+namespace InferenceServer.Server.Http;
+
+/// <summary>A failure the HTTP front end answers with an OpenAI-style error body.</summary>
+internal sealed class HttpApiException(int status, string type, string message, string? param = null, string? code = null) : Exception(message)
+{
+    public int Status { get; } = status;
+    public string Type { get; } = type;
+    public string? Param { get; } = param;
+    public string? Code { get; } = code;
+
+    public static HttpApiException BadRequest(string message, string? param = null, string? code = null) =>
+        new(400, "invalid_request_error", message, param, code);
+
+    /// <summary>The HTTP form of an engine or validation failure (status and type from <see cref="RequestException"/>).</summary>
+    public static HttpApiException From(Exception e)
+    {
+        if (e is HttpApiException http)
+            return http;
+        var request = RequestException.From(e);
+        var code = request.Status switch
+        {
+            GrpcStatus.ResourceExhausted => "rate_limit_exceeded",
+            GrpcStatus.Unavailable => "service_unavailable",
+            GrpcStatus.Internal => "internal_error",
+            _ => null,
+        };
+        return new HttpApiException(request.HttpStatus, request.OpenAiType, request.Message, ParamOf(request), code);
+    }
+
+    // The shared validation names the parameter first ("temperature must be ..."): report it as OpenAI's param.
+    private static readonly string[] Parameters =
+    [
+        "max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
+        "frequency_penalty", "presence_penalty", "logprobs", "stop",
+    ];
+
+    private static string? ParamOf(RequestException e)
+    {
+        if (e.Status != GrpcStatus.InvalidArgument)
+            return null;
+        foreach (var name in Parameters)
+        {
+            if (e.Message.StartsWith(name + " ", StringComparison.Ordinal))
+                return name;
+        }
+        return e.Message.StartsWith("the prompt", StringComparison.Ordinal) ? "prompt" : null;
+    }
+}
+
+/// <summary>Reading request bodies and writing responses, with the checks every endpoint shares.</summary>
+internal static class HttpApi
+{
+    private static readonly byte[] DataPrefix = "data: "u8.ToArray();
+    private static readonly byte[] EventEnd = "\n\n"u8.ToArray();
+    private static readonly byte[] DoneEvent = "data: [DONE]\n\n"u8.ToArray();
+
+    /// <summary>
+    /// The body as <typeparamref name="T"/>: 415 unless it is JSON, 413 past <paramref name="maxBytes"/>
+    /// (announced or actual), 400 when it does not parse or has a wrongly typed field.
+    /// </summary>
+    public static async Task<T> ReadJsonAsync<T>(HttpContext context, JsonTypeInfo<T> type, long maxBytes)
+        where T : class
+    {
+        var request = context.Request;
+        if (!IsJson(request.ContentType))
+        {
+            throw new HttpApiException(415, "invalid_request_error",
+                $"the body must be JSON (Content-Type: application/json), got {(string.IsNullOrEmpty(request.ContentType) ? "no Content-Type" : $"'{request.ContentType}'")}",
+                code: "unsupported_media_type");
+        }
+        if (request.ContentLength > maxBytes)
+            throw TooLarge(maxBytes);
+        if (context.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } limit)
+            limit.MaxRequestBodySize = maxBytes;
+        T? value;
+        try
+        {
+            value = await JsonSerializer.DeserializeAsync(request.Body, type, context.RequestAborted).ConfigureAwait(false);
+        }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
+        {
+            throw TooLarge(maxBytes);
+        }
+        catch (JsonException e)
+        {
+            throw HttpApiException.BadRequest("the body is not valid JSON for this endpoint: " + e.Message, code: "invalid_json");
+        }
+        return value ?? throw HttpApiException.BadRequest("the body must be a JSON object, got null", code: "invalid_json");
+    }
+
+    private static HttpApiException TooLarge(long maxBytes) =>
+        new(413, "invalid_request_error", $"the request body is larger than the limit of {maxBytes} bytes", code: "request_too_large");
+
+    private static bool IsJson(string? contentType)
+    {
+        if (string.IsNullOrEmpty(contentType))
+            return false;
+        var semicolon = contentType.IndexOf(';', StringComparison.Ordinal);
+        var media = (semicolon < 0 ? contentType : contentType[..semicolon]).Trim();
+        return media.Equals("application/json", StringComparison.OrdinalIgnoreCase)
+            || (media.StartsWith("application/", StringComparison.OrdinalIgnoreCase) && media.EndsWith("+json", StringComparison.OrdinalIgnoreCase));
+    }
+
+    public static async Task WriteJsonAsync<T>(HttpContext context, int status, T value, JsonTypeInfo<T> type)
+    {
+        context.Response.StatusCode = status;
+        context.Response.ContentType = "application/json";
+        await JsonSerializer.SerializeAsync(context.Response.Body, value, type, context.RequestAborted).ConfigureAwait(false);
+    }
+
+    public static ErrorResponse ErrorBody(HttpApiException e) =>
+        new() { Error = new ErrorBody { Message = e.Message, Type = e.Type, Param = e.Param, Code = e.Code } };
+
+    /// <summary>Answers with the error unless the response has started (then there is nothing left to do).</summary>
+    public static async Task WriteErrorAsync(HttpContext context, HttpApiException error)
+    {
+        if (context.Response.HasStarted)
+            return;
+        context.Response.Clear();
+        if (error.Status == StatusCodes.Status401Unauthorized)
+            context.Response.Headers.WWWAuthenticate = "Bearer";
+        await WriteJsonAsync(context, error.Status, ErrorBody(error), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
+    }
+
+    /// <summary>Starts a server-sent event stream: the status and headers go out with the first event.</summary>
+    public static void StartEventStream(HttpContext context)
+    {
+        var response = context.Response;
+        response.StatusCode = StatusCodes.Status200OK;
+        response.ContentType = "text/event-stream; charset=utf-8";
+        response.Headers.CacheControl = "no-cache";
+        response.Headers["X-Accel-Buffering"] = "no";
+        context.Features.Get<IHttpResponseBodyFeature>()?.DisableBuffering();
+    }
+
+    /// <summary>One "data: {json}\n\n" event, flushed at once.</summary>
+    public static async Task WriteEventAsync<T>(HttpContext context, Utf8JsonWriter writer, T value, JsonTypeInfo<T> type)
+    {
+        var body = context.Response.BodyWriter;
+        body.Write(DataPrefix);
+        writer.Reset(body);
+        JsonSerializer.Serialize(writer, value, type);
+        writer.Flush();
+        body.Write(EventEnd);
+        await body.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+    }
+
+    public static async Task WriteDoneAsync(HttpContext context)
+    {
+        var body = context.Response.BodyWriter;
+        body.Write(DoneEvent);
+        await body.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+    }
+
+    /// <summary>Unix time in seconds.</summary>
+    public static long Now() => DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+}

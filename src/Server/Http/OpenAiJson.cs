@@ -1,0 +1,208 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace InferenceServer.Server.Http;
+
+// Wire types of the HTTP front end. Names are snake_case on the wire (the context's naming policy).
+// Requests keep fields whose JSON type varies (prompt, stop) as JsonElement and interpret them in code,
+// so a wrong shape gets a message that names the field.
+
+/// <summary>POST /v1/completions (OpenAI's legacy completions, with vLLM-style sampling extensions).</summary>
+internal sealed class CompletionRequest
+{
+    public string? Model { get; set; }
+
+    /// <summary>A string, an array of token ids, or an array holding exactly one of either.</summary>
+    public JsonElement Prompt { get; set; }
+
+    /// <summary>Text after the insertion point: the prompt becomes a fill-in-the-middle prefix.</summary>
+    public string? Suffix { get; set; }
+
+    public int? MaxTokens { get; set; }
+    public double? Temperature { get; set; }
+    public double? TopP { get; set; }
+    public int? TopK { get; set; }
+    public double? MinP { get; set; }
+    public double? FrequencyPenalty { get; set; }
+    public double? PresencePenalty { get; set; }
+    public double? RepetitionPenalty { get; set; }
+    public long? Seed { get; set; }
+
+    /// <summary>A string or an array of up to four strings.</summary>
+    public JsonElement Stop { get; set; }
+
+    public int? Logprobs { get; set; }
+    public int? N { get; set; }
+    public int? BestOf { get; set; }
+    public bool? Echo { get; set; }
+    public bool? Stream { get; set; }
+    public StreamOptions? StreamOptions { get; set; }
+    public JsonElement LogitBias { get; set; }
+    public string? User { get; set; }
+
+    /// <summary>Extension (as vLLM): keep generating past the model's end-of-sequence tokens.</summary>
+    public bool? IgnoreEos { get; set; }
+}
+
+internal sealed class StreamOptions
+{
+    public bool? IncludeUsage { get; set; }
+}
+
+internal sealed class CompletionResponse
+{
+    public required string Id { get; init; }
+    public string Object { get; init; } = "text_completion";
+    public required long Created { get; init; }
+    public required string Model { get; init; }
+    public required IReadOnlyList<CompletionChoice> Choices { get; init; }
+    public CompletionUsage? Usage { get; init; }
+}
+
+internal sealed class CompletionChoice
+{
+    public int Index { get; init; }
+    public required string Text { get; init; }
+    public CompletionLogprobs? Logprobs { get; init; }
+    public string? FinishReason { get; init; }
+}
+
+/// <summary>OpenAI's legacy logprobs object: parallel lists, one entry per generated token.</summary>
+internal sealed class CompletionLogprobs
+{
+    public required IReadOnlyList<string> Tokens { get; init; }
+    public required IReadOnlyList<float> TokenLogprobs { get; init; }
+    public required IReadOnlyList<Dictionary<string, float>> TopLogprobs { get; init; }
+    public required IReadOnlyList<int> TextOffset { get; init; }
+}
+
+internal sealed class CompletionUsage
+{
+    public int PromptTokens { get; init; }
+    public int CompletionTokens { get; init; }
+    public int TotalTokens { get; init; }
+    public required PromptTokensDetails PromptTokensDetails { get; init; }
+}
+
+internal sealed class PromptTokensDetails
+{
+    public int CachedTokens { get; init; }
+}
+
+internal sealed class ModelList
+{
+    public string Object { get; init; } = "list";
+    public required IReadOnlyList<ModelCard> Data { get; init; }
+}
+
+internal sealed class ModelCard
+{
+    public required string Id { get; init; }
+    public string Object { get; init; } = "model";
+    public long Created { get; init; }
+    public string OwnedBy { get; init; } = "inferenceserver";
+
+    /// <summary>Extension: the most tokens a prompt plus its completion may have.</summary>
+    public int ContextLength { get; init; }
+}
+
+internal sealed class HealthResponse
+{
+    public required string Status { get; init; }
+}
+
+internal sealed class ErrorResponse
+{
+    public required ErrorBody Error { get; init; }
+}
+
+internal sealed class ErrorBody
+{
+    public required string Message { get; init; }
+    public required string Type { get; init; }
+    public string? Param { get; init; }
+    public string? Code { get; init; }
+}
+
+/// <summary>POST /infill as llama.cpp's server takes it (the fields editor plugins send).</summary>
+internal sealed class InfillRequest
+{
+    public string? InputPrefix { get; set; }
+    public string? InputSuffix { get; set; }
+    public IReadOnlyList<InfillExtraChunk>? InputExtra { get; set; }
+
+    /// <summary>Text the middle starts with (llama.cpp puts it after the FIM middle token).</summary>
+    public string? Prompt { get; set; }
+
+    public int? NPredict { get; set; }
+    public double? Temperature { get; set; }
+    public int? TopK { get; set; }
+    public double? TopP { get; set; }
+    public double? MinP { get; set; }
+    public double? RepeatPenalty { get; set; }
+    public double? PresencePenalty { get; set; }
+    public double? FrequencyPenalty { get; set; }
+    public long? Seed { get; set; }
+    public JsonElement Stop { get; set; }
+    public bool? Stream { get; set; }
+    public bool? IgnoreEos { get; set; }
+}
+
+internal sealed class InfillExtraChunk
+{
+    public string? Filename { get; set; }
+    public string? Text { get; set; }
+}
+
+/// <summary>A streamed piece of an infill: {index, content, tokens, stop: false}.</summary>
+internal sealed class InfillPartial
+{
+    public int Index { get; init; }
+    public required string Content { get; init; }
+    public required IReadOnlyList<int> Tokens { get; init; }
+    public bool Stop { get; init; }
+}
+
+/// <summary>The whole infill (or, streaming, the last event with empty content): llama.cpp's final result fields.</summary>
+internal sealed class InfillResult
+{
+    public int Index { get; init; }
+    public required string Content { get; init; }
+    public required IReadOnlyList<int> Tokens { get; init; }
+    public bool Stop { get; init; } = true;
+    public required string Model { get; init; }
+    public int TokensPredicted { get; init; }
+    public int TokensEvaluated { get; init; }
+    public int TokensCached { get; init; }
+    public bool Truncated { get; init; }
+
+    /// <summary>"eos" (an end token), "word" (a stop string), "limit" (n_predict or the context), "none".</summary>
+    public required string StopType { get; init; }
+
+    public required string StoppingWord { get; init; }
+    public required InfillTimings Timings { get; init; }
+}
+
+internal sealed class InfillTimings
+{
+    public int PromptN { get; init; }
+    public double PromptMs { get; init; }
+    public double PromptPerTokenMs { get; init; }
+    public double PromptPerSecond { get; init; }
+    public int PredictedN { get; init; }
+    public double PredictedMs { get; init; }
+    public double PredictedPerTokenMs { get; init; }
+    public double PredictedPerSecond { get; init; }
+}
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
+[JsonSerializable(typeof(CompletionRequest))]
+[JsonSerializable(typeof(CompletionResponse))]
+[JsonSerializable(typeof(ModelList))]
+[JsonSerializable(typeof(ModelCard))]
+[JsonSerializable(typeof(HealthResponse))]
+[JsonSerializable(typeof(ErrorResponse))]
+[JsonSerializable(typeof(InfillRequest))]
+[JsonSerializable(typeof(InfillPartial))]
+[JsonSerializable(typeof(InfillResult))]
+internal sealed partial class OpenAiJsonContext : JsonSerializerContext;

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Installs the official `openai` npm SDK, at one pinned version, for the HTTP front end's SDK test
+# (OpenAiSdkTests.cs runs openai-completions.mjs next to this file against a live server).
+#
+#   install-openai.sh   -> prints ONE line: the folder holding node_modules/openai (absolute path)
+#
+# The package lives in a cache folder outside the repository ($INFERENCESERVER_CACHE, else
+# $XDG_CACHE_HOME/inferenceserver, else ~/.cache/inferenceserver; then openai-client/npm-<hash>/,
+# where <hash> names the pin, so changing it reinstalls). The install runs in a temp folder that is
+# renamed into place when complete, under a lock, as tests/fixtures/tokenizer/oracle.sh does, so a
+# killed run never leaves a half-installed folder that a later run would trust.
+# Exit status: 0 on success; otherwise non-zero with the reason on stderr. stdout carries only the result.
+
+set -euo pipefail
+
+# Exact version: `npm view openai version` when this test was written. Its package.json asks for
+# Node >= 22; the calls the test makes also run on Node 20 (checked on 20.20).
+PACKAGES=(openai@7.55.0)
+
+die() {
+    echo "install-openai.sh: $*" >&2
+    exit 1
+}
+
+for tool in node npm sha256sum; do
+    command -v "$tool" >/dev/null 2>&1 || die "needs '$tool' on PATH (Node.js with npm; coreutils)"
+done
+
+if [[ -n "${INFERENCESERVER_CACHE:-}" ]]; then
+    ROOT=$INFERENCESERVER_CACHE
+elif [[ -n "${XDG_CACHE_HOME:-}" ]]; then
+    ROOT=$XDG_CACHE_HOME/inferenceserver
+elif [[ -n "${HOME:-}" ]]; then
+    ROOT=$HOME/.cache/inferenceserver
+else
+    die "no cache folder: set INFERENCESERVER_CACHE, XDG_CACHE_HOME or HOME"
+fi
+mkdir -p "$ROOT/openai-client" || die "cannot create $ROOT/openai-client"
+DIR=$(cd "$ROOT/openai-client" && pwd -P)
+
+# One install at a time per cache folder (flock is Linux-only; without it renames still keep folders whole).
+LOCKED=false
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$DIR/.lock"
+    flock 9 || die "cannot lock $DIR/.lock"
+    LOCKED=true
+fi
+if $LOCKED; then
+    rm -rf "$DIR"/*.tmp.* 2>/dev/null || true
+fi
+
+SPEC_HASH=$(printf '%s\n' "${PACKAGES[@]}" | sha256sum | cut -c1-16)
+NPM_DIR="$DIR/npm-$SPEC_HASH"
+if [[ ! -f "$NPM_DIR/.complete" ]]; then
+    tmp=$(mktemp -d "$DIR/npm.tmp.XXXXXX") && chmod 755 "$tmp"
+    echo "install-openai.sh: installing ${PACKAGES[*]} into $NPM_DIR (once)" >&2
+    # --ignore-scripts: the SDK is plain JavaScript. npm's output goes to stderr: stdout is the result.
+    if ! npm install --prefix "$tmp" --no-audit --no-fund --ignore-scripts --loglevel=error "${PACKAGES[@]}" 1>&2; then
+        rm -rf "$tmp"
+        die "npm install failed (it needs the npm registry to be reachable, or a warm npm cache)"
+    fi
+    [[ -f "$tmp/node_modules/openai/package.json" ]] || { rm -rf "$tmp"; die "node_modules/openai is missing after the install"; }
+    touch "$tmp/.complete"
+    rm -rf "$NPM_DIR"
+    mv "$tmp" "$NPM_DIR"
+fi
+
+echo "$NPM_DIR"
