@@ -190,17 +190,7 @@ internal sealed class SlowServer : IAsyncDisposable
     }
 
     /// <summary>Waits until the slow engine holds no running or waiting sequence and no KV block.</summary>
-    public async Task AssertIdleAsync()
-    {
-        for (var i = 0; i < 300; i++)
-        {
-            var s = Model.Engine.Snapshot;
-            if (s.Running == 0 && s.Waiting == 0 && s.UsedBlocks == 0)
-                return;
-            await Task.Delay(10);
-        }
-        Assert.Fail($"the engine did not return to idle: {Model.Engine.Snapshot}");
-    }
+    public Task AssertIdleAsync() => ServerFixture.AssertIdleAsync(Model.Engine);
 
     /// <summary>Waits until the engine has this many sequences running and waiting.</summary>
     public async Task WaitForAsync(int running, int waiting)

@@ -68,16 +68,19 @@ public sealed class ServerFixture : IAsyncLifetime
     }
 
     /// <summary>Waits until the engine holds no running or waiting sequence and no KV block.</summary>
-    public async Task AssertEngineIdleAsync()
+    public Task AssertEngineIdleAsync() => AssertIdleAsync(Model.Engine);
+
+    /// <summary>Waits (up to 3 s) until <paramref name="engine"/> holds no running or waiting sequence and no KV block.</summary>
+    public static async Task AssertIdleAsync(InferenceEngine engine)
     {
         for (var i = 0; i < 300; i++)
         {
-            var s = Model.Engine.Snapshot;
+            var s = engine.Snapshot;
             if (s.Running == 0 && s.Waiting == 0 && s.UsedBlocks == 0)
                 return;
             await Task.Delay(10);
         }
-        Assert.Fail($"the engine did not return to idle: {Model.Engine.Snapshot}");
+        Assert.Fail($"the engine did not return to idle: {engine.Snapshot}");
     }
 
     public static int FreePort()

@@ -26,15 +26,8 @@ for tool in node npm sha256sum; do
     command -v "$tool" >/dev/null 2>&1 || die "needs '$tool' on PATH (Node.js with npm; coreutils)"
 done
 
-if [[ -n "${INFERENCESERVER_CACHE:-}" ]]; then
-    ROOT=$INFERENCESERVER_CACHE
-elif [[ -n "${XDG_CACHE_HOME:-}" ]]; then
-    ROOT=$XDG_CACHE_HOME/inferenceserver
-elif [[ -n "${HOME:-}" ]]; then
-    ROOT=$HOME/.cache/inferenceserver
-else
-    die "no cache folder: set INFERENCESERVER_CACHE, XDG_CACHE_HOME or HOME"
-fi
+source "$(dirname "${BASH_SOURCE[0]}")/../../fixtures/cache-root.sh"
+ROOT=$CACHE_ROOT
 mkdir -p "$ROOT/openai-client" || die "cannot create $ROOT/openai-client"
 DIR=$(cd "$ROOT/openai-client" && pwd -P)
 
