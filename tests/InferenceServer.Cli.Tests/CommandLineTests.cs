@@ -114,10 +114,18 @@ public sealed class CommandLineTests
             Assert.NotNull(body);
             using var health = JsonDocument.Parse(body);
             Assert.Equal("ok", health.RootElement.GetProperty("status").GetString());
+
+            // SIGTERM: a graceful stop and exit code 0.
+            using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", server.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+                await kill.WaitForExitAsync();
+            using var exited = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            await server.WaitForExitAsync(exited.Token);
+            Assert.Equal(0, server.ExitCode);
         }
         finally
         {
-            server.Kill(entireProcessTree: true);
+            if (!server.HasExited)
+                server.Kill(entireProcessTree: true);
             server.WaitForExit();
         }
     }

@@ -92,9 +92,11 @@ internal static class ServeCommand
                 await app.StartAsync(cancellationToken);
                 state.State = ServingState.Serving;
                 Console.WriteLine($"serving {model.Name}: gRPC on {options.Host}:{options.GrpcPort}, HTTP on http://{options.Host}:{options.HttpPort} ({model.MaxBatch} slots x {model.ContextLength} tokens)");
+                // SIGTERM and Ctrl+C reach us through the command line's token or the host's own lifetime, whichever sees them.
+                using var stopping = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, app.Lifetime.ApplicationStopping);
                 try
                 {
-                    await Task.Delay(Timeout.Infinite, cancellationToken);
+                    await Task.Delay(Timeout.Infinite, stopping.Token);
                 }
                 catch (OperationCanceledException)
                 {
