@@ -166,16 +166,19 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         long headBytes = (long)Capacity * _decoder.HeadSize * _kvElementSize;
         long copyBytes = (long)length * _decoder.HeadSize * _kvElementSize;
         long slotBytes = _slotKvElements * _kvElementSize;
-        foreach (var buffers in new[] { _keys, _values })
+        for (var layer = 0; layer < LayerCount; layer++)
         {
-            foreach (var buffer in buffers)
+            CopyHeads(_keys[layer]);
+            CopyHeads(_values[layer]);
+        }
+
+        void CopyHeads(NativeBuffer buffer)
+        {
+            for (var head = 0; head < _decoder.NumKeyValueHeads; head++)
             {
-                for (var head = 0; head < _decoder.NumKeyValueHeads; head++)
-                {
-                    var source = (byte*)buffer.Pointer + fromSlot * slotBytes + head * headBytes;
-                    var target = (byte*)buffer.Pointer + toSlot * slotBytes + head * headBytes;
-                    Buffer.MemoryCopy(source, target, copyBytes, copyBytes);
-                }
+                var source = (byte*)buffer.Pointer + fromSlot * slotBytes + head * headBytes;
+                var target = (byte*)buffer.Pointer + toSlot * slotBytes + head * headBytes;
+                Buffer.MemoryCopy(source, target, copyBytes, copyBytes);
             }
         }
     }

@@ -2,8 +2,8 @@ namespace InferenceServer.Model;
 
 /// <summary>
 /// The simplest decoding loop on one slot: prefill the prompt, then take the most likely token
-/// until a stop id or the limit. A reference for tests and the 'generate' command; the engine
-/// does the real scheduling.
+/// until a stop id or the limit: the runner's own reference, which the model and builder tests
+/// compare against. Serving goes through the engine, which does the real scheduling.
 /// </summary>
 public static class Greedy
 {

@@ -112,7 +112,10 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         catch (OperationCanceledException)
         {
         }
-        Assert.True(last is null || !last.IsFinal || last.FinishReason == FinishReason.Cancelled, $"finished with {last?.FinishReason} after {tokens} tokens");
+        Assert.NotNull(last);
+        Assert.True(last.IsFinal);
+        Assert.Equal(FinishReason.Cancelled, last.FinishReason);
+        Assert.True(last.Usage!.Value.CompletionTokens < 200, $"generated {last.Usage.Value.CompletionTokens} tokens despite the cancellation");
         await test.AssertIdleAsync();
         Assert.True(test.Engine.Snapshot.CachedBlocks > 0, "the cancelled sequence's KV should stay cached for reuse");
     }
@@ -128,6 +131,8 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
                 break; // the consumer walks away
         }
         await test.AssertIdleAsync();
+        // One step per generated token: far fewer than the 200 asked for.
+        Assert.True(test.Recorder!.Steps.Count < 150, $"{test.Recorder.Steps.Count} steps ran after the consumer left");
     }
 
     [Fact]
