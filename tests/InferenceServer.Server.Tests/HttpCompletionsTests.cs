@@ -18,6 +18,18 @@ public sealed class HttpCompletionsTests(ServerFixture fixture) : IDisposable
         $$"""{"model": {{JsonSerializer.Serialize(Model)}}, "prompt": {{JsonSerializer.Serialize(prompt)}}, "max_tokens": {{maxTokens}}, "temperature": 0, "seed": 7, "ignore_eos": true{{extra}}}""";
 
     [Fact]
+    public async Task Model_may_be_left_out_and_the_served_model_answers()
+    {
+        var named = await HttpTest.PostOkAsync(_client, "/v1/completions", Body("x = ", 6));
+        var unnamed = await HttpTest.PostOkAsync(_client, "/v1/completions",
+            """{"prompt": "x = ", "max_tokens": 6, "temperature": 0, "seed": 7, "ignore_eos": true}""");
+        Assert.Equal(Model, unnamed.GetProperty("model").GetString());
+        Assert.Equal(
+            named.GetProperty("choices")[0].GetProperty("text").GetString(),
+            unnamed.GetProperty("choices")[0].GetProperty("text").GetString());
+    }
+
+    [Fact]
     public async Task Greedy_completion_is_the_same_whole_and_streamed()
     {
         var whole = await HttpTest.PostOkAsync(_client, "/v1/completions", Body("def fib(n):", 12));

@@ -39,7 +39,6 @@ public sealed class HttpErrorTests(ServerFixture fixture) : IDisposable
         { "top_p zero", "{\"model\": \"tiny-coder\", \"prompt\": \"a\", \"top_p\": 0}", 400, null, "top_p" },
         { "longer than the context", "{\"model\": \"tiny-coder\", \"prompt\": \"a\", \"max_tokens\": 100000}", 400, null, null },
         { "unknown model", "{\"model\": \"gpt-4\", \"prompt\": \"a\"}", 404, "model_not_found", "model" },
-        { "no model", "{\"prompt\": \"a\"}", 400, null, "model" },
     };
 
     [Theory]

@@ -35,9 +35,8 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
     /// <summary>The engine request, with the same shared validation as gRPC; OpenAI's own limits checked first.</summary>
     private GenerationRequest Prepare(CompletionRequest body, string id, out int? logprobs)
     {
-        if (string.IsNullOrEmpty(body.Model))
-            throw HttpApiException.BadRequest("model is required", "model");
-        if (!string.Equals(body.Model, model.Name, StringComparison.Ordinal))
+        // One model per server: a request may leave the name out (as with gRPC), but a wrong one is an error.
+        if (!string.IsNullOrEmpty(body.Model) && !string.Equals(body.Model, model.Name, StringComparison.Ordinal))
         {
             throw new HttpApiException(404, "invalid_request_error",
                 $"The model '{body.Model}' does not exist; this server serves '{model.Name}'", "model", "model_not_found");
