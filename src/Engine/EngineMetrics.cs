@@ -21,6 +21,7 @@ internal sealed class EngineMetrics : IDisposable
     private readonly Histogram<double> _timeToFirstToken;
     private readonly Histogram<double> _interTokenLatency;
     private readonly Histogram<double> _endToEnd;
+    private readonly Histogram<double> _cancellationToFree;
 
     public EngineMetrics(InferenceEngine engine)
     {
@@ -38,6 +39,7 @@ internal sealed class EngineMetrics : IDisposable
         _timeToFirstToken = _meter.CreateHistogram<double>("inference.time_to_first_token", "s", "From submission to the first token");
         _interTokenLatency = _meter.CreateHistogram<double>("inference.inter_token_latency", "s", "Between consecutive tokens of a sequence");
         _endToEnd = _meter.CreateHistogram<double>("inference.request.duration", "s", "From submission to the final event");
+        _cancellationToFree = _meter.CreateHistogram<double>("inference.cancellation.to_free", "s", "From a consumer giving up to the release of its sequence");
     }
 
     public void Submitted(int promptTokens)
@@ -53,6 +55,8 @@ internal sealed class EngineMetrics : IDisposable
     public void FirstToken(TimeSpan elapsed) => _timeToFirstToken.Record(elapsed.TotalSeconds);
     public void InterToken(TimeSpan elapsed) => _interTokenLatency.Record(elapsed.TotalSeconds);
     public void Completed(TimeSpan elapsed) => _endToEnd.Record(elapsed.TotalSeconds);
+
+    public void CancellationFreed(TimeSpan elapsed) => _cancellationToFree.Record(elapsed.TotalSeconds);
 
     public void Dispose() => _meter.Dispose();
 }

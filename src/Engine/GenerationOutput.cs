@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using InferenceServer.Engine.Sampling;
 
 namespace InferenceServer.Engine;
@@ -36,8 +37,17 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
         _alternatives = alternativesPerToken > 0 ? new TopLogprob[capacity * alternativesPerToken] : [];
     }
 
-    /// <summary>Set by the consumer side (cancellation or giving up reading); the engine polls it.</summary>
-    internal volatile bool Abandoned;
+    // When the consumer side gave up (cancellation or no longer reading), as a Stopwatch timestamp; 0 while wanted.
+    private long _abandonedAt;
+
+    /// <summary>Whether the consumer gave up; the engine polls it at the start of every iteration.</summary>
+    internal bool Abandoned => Volatile.Read(ref _abandonedAt) != 0;
+
+    /// <summary>The Stopwatch timestamp of <see cref="Abandon"/> (0 if never).</summary>
+    internal long AbandonedAt => Volatile.Read(ref _abandonedAt);
+
+    /// <summary>Marks the output unwanted (any thread; the first call's time is kept).</summary>
+    internal void Abandon() => Interlocked.CompareExchange(ref _abandonedAt, Stopwatch.GetTimestamp(), 0);
 
     internal void Append(int token, ReadOnlySpan<char> text, float logprob, ReadOnlySpan<TopLogprob> alternatives)
     {
@@ -126,7 +136,7 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
                 }
                 catch (OperationCanceledException)
                 {
-                    Abandoned = true;
+                    Abandon();
                     throw;
                 }
                 GenerationEvent? next;
@@ -142,7 +152,7 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
         finally
         {
             if (!finished)
-                Abandoned = true;
+                Abandon();
         }
     }
 

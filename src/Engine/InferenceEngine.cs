@@ -88,17 +88,26 @@ public sealed class InferenceEngine : IAsyncDisposable
 
     public int Capacity => _model.Capacity;
 
+    /// <summary>Tokens per KV block.</summary>
+    public int KvBlockTokens => _kv.BlockTokens;
+
     /// <summary>Counts as of the latest iteration (read on any thread).</summary>
     public EngineSnapshot Snapshot
     {
         get
         {
             int used = Volatile.Read(ref _usedBlocks), cached = Volatile.Read(ref _cachedBlocks);
-            return new EngineSnapshot(Volatile.Read(ref _runningCount), Volatile.Read(ref _waitingCount), used, cached, _kv.TotalBlocks - used - cached);
+            return new EngineSnapshot(Volatile.Read(ref _runningCount), Volatile.Read(ref _waitingCount), used, cached, _kv.TotalBlocks - used - cached,
+                Volatile.Read(ref _iterations), Volatile.Read(ref _cancellations), Volatile.Read(ref _lateCancellations));
         }
     }
 
     private int _runningCount, _waitingCount, _usedBlocks, _cachedBlocks;
+    private long _iterations, _cancellations, _lateCancellations;
+
+    // Stopwatch timestamps of the current and the previous iteration's start: a sequence
+    // abandoned after the previous start is freed within one iteration of its cancellation.
+    private long _iterationStart, _previousIterationStart;
 
     /// <summary>
     /// Queues a request and returns its output. Fails at once, queuing nothing, when the request
@@ -191,6 +200,9 @@ public sealed class InferenceEngine : IAsyncDisposable
     /// <summary>One scheduling iteration.</summary>
     internal void Iterate()
     {
+        _previousIterationStart = _iterationStart;
+        _iterationStart = Stopwatch.GetTimestamp();
+        Volatile.Write(ref _iterations, _iterations + 1);
         while (_incoming.TryDequeue(out var arrived))
             _waiting.Enqueue(arrived, (-arrived.Request.Priority, arrived.Id));
 
@@ -209,7 +221,10 @@ public sealed class InferenceEngine : IAsyncDisposable
         foreach (var sequence in _running)
         {
             if (sequence.CancelRequested)
+            {
+                CountCancellation(sequence);
                 Complete(sequence, FinishReason.Cancelled, null);
+            }
         }
         if (_waiting.Count > 0 && AnyWaitingCancelled())
         {
@@ -218,13 +233,26 @@ public sealed class InferenceEngine : IAsyncDisposable
             while (_waiting.TryDequeue(out var sequence, out _))
             {
                 if (sequence.CancelRequested)
+                {
+                    CountCancellation(sequence);
                     FinishWaiting(sequence);
+                }
                 else
                     keep.Add(sequence);
             }
             foreach (var sequence in keep)
                 _waiting.Enqueue(sequence, (-sequence.Request.Priority, sequence.Id));
         }
+    }
+
+    // Cancellation-to-free: from the consumer giving up to the release of the sequence (this iteration's start).
+    private void CountCancellation(Sequence sequence)
+    {
+        var abandonedAt = sequence.Output.AbandonedAt;
+        Volatile.Write(ref _cancellations, _cancellations + 1);
+        if (abandonedAt < _previousIterationStart)
+            Volatile.Write(ref _lateCancellations, _lateCancellations + 1);
+        _metrics.CancellationFreed(Stopwatch.GetElapsedTime(abandonedAt, _iterationStart));
     }
 
     private bool AnyWaitingCancelled()
@@ -580,4 +608,8 @@ public sealed class InferenceEngine : IAsyncDisposable
 }
 
 /// <summary>Counts at the end of the latest iteration.</summary>
-public sealed record EngineSnapshot(int Running, int Waiting, int UsedBlocks, int CachedBlocks, int FreeBlocks);
+/// <param name="Iterations">Scheduling iterations run so far.</param>
+/// <param name="Cancellations">Sequences released because their consumer gave up (cancelled, disconnected).</param>
+/// <param name="LateCancellations">Of those, the ones released later than the first iteration that started after the cancellation.</param>
+public sealed record EngineSnapshot(int Running, int Waiting, int UsedBlocks, int CachedBlocks, int FreeBlocks,
+    long Iterations, long Cancellations, long LateCancellations);

@@ -22,7 +22,7 @@ internal sealed class Sequence : IDisposable
             Tokens[i] = request.PromptTokens[i];
         Length = request.PromptTokens.Count;
         if (cancellation.CanBeCanceled)
-            CancellationRegistration = cancellation.Register(static state => ((GenerationOutput)state!).Abandoned = true, output);
+            CancellationRegistration = cancellation.Register(static state => ((GenerationOutput)state!).Abandon(), output);
     }
 
     /// <summary>Arrival order: first come, first served among equal priorities.</summary>

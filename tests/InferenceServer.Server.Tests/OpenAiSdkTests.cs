@@ -1,24 +1,16 @@
-using System.Diagnostics;
 using System.Text.Json;
 using InferenceServer.Tests;
 
 namespace InferenceServer.Server.Tests;
 
 /// <summary>
-/// The official `openai` npm SDK against the live server: clients/install-openai.sh installs a pinned
+/// The official `openai` npm SDK against the live server: clients/install-npm-client.sh installs a pinned
 /// version once into the user's cache (outside the repository), clients/openai-completions.mjs calls
 /// completions.create whole and streamed and prints what the SDK parsed.
 /// </summary>
 [Collection(ServerCollection.Name)]
 public sealed class OpenAiSdkTests(ServerFixture fixture) : IDisposable
 {
-    private static readonly string ClientsFolder = Path.Combine(TestPaths.RepoRoot, "tests", "InferenceServer.Server.Tests", "clients");
-
-    // The first install downloads one small package; later runs find it in the cache.
-    private static readonly Lazy<string> SdkFolder = new(
-        () => Run("bash", [Path.Combine(ClientsFolder, "install-openai.sh")], TimeSpan.FromMinutes(5)).Trim(),
-        LazyThreadSafetyMode.ExecutionAndPublication);
-
     private readonly HttpClient _client = new() { BaseAddress = fixture.HttpAddress };
 
     public void Dispose() => _client.Dispose();
@@ -26,10 +18,10 @@ public sealed class OpenAiSdkTests(ServerFixture fixture) : IDisposable
     [Fact]
     public async Task The_openai_sdk_reads_completions_whole_and_streamed()
     {
-        var sdk = SdkFolder.Value;
-        Assert.True(File.Exists(Path.Combine(sdk, "node_modules", "openai", "package.json")), $"install-openai.sh printed {sdk}");
-        var output = await Task.Run(() => Run("node",
-            [Path.Combine(ClientsFolder, "openai-completions.mjs"), "--npm", sdk, "--base-url", new Uri(fixture.HttpAddress, "/v1").ToString(), "--model", fixture.Model.Name],
+        var sdk = ExternalClients.NpmClient("openai");
+        Assert.True(File.Exists(Path.Combine(sdk, "node_modules", "openai", "package.json")), $"install-npm-client.sh printed {sdk}");
+        var output = await Task.Run(() => ExternalClients.Run("node",
+            [Path.Combine(ExternalClients.Folder, "openai-completions.mjs"), "--npm", sdk, "--base-url", new Uri(fixture.HttpAddress, "/v1").ToString(), "--model", fixture.Model.Name],
             TimeSpan.FromMinutes(2)));
         var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries)
             .Select(line => JsonDocument.Parse(line).RootElement.Clone())
@@ -68,33 +60,4 @@ public sealed class OpenAiSdkTests(ServerFixture fixture) : IDisposable
         Assert.Equal("NotFoundError", unknown.GetProperty("name").GetString());
         await fixture.AssertEngineIdleAsync();
     }
-
-    /// <summary>Runs a program to its end and returns its stdout; a failure or a timeout fails the test with its stderr.</summary>
-    private static string Run(string program, IReadOnlyList<string> arguments, TimeSpan timeout)
-    {
-        var start = new ProcessStartInfo(program)
-        {
-            WorkingDirectory = TestPaths.RepoRoot,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        foreach (var argument in arguments)
-            start.ArgumentList.Add(argument);
-        using var process = Process.Start(start) ?? throw new InvalidOperationException($"could not start {program}");
-        // Both pipes drained at once: a full pipe would block the child.
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        var stderr = process.StandardError.ReadToEndAsync();
-        if (!process.WaitForExit(timeout))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new InvalidOperationException($"{program} {string.Join(' ', arguments)} did not finish within {timeout}; stderr:\n{Drained(stderr)}");
-        }
-        process.WaitForExit();
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"{program} {string.Join(' ', arguments)} failed with exit code {process.ExitCode}:\n{Drained(stderr)}\nstdout:\n{Drained(stdout)}");
-        return stdout.Result;
-    }
-
-    private static string Drained(Task<string> reader) => reader.Wait(TimeSpan.FromSeconds(5)) ? reader.Result : "(nothing)";
 }

@@ -9,7 +9,7 @@ using Microsoft.Extensions.Logging;
 namespace InferenceServer.Server.Http;
 
 /// <summary>
-/// OpenAI-style HTTP: /v1/completions, /v1/models, llama.cpp's /infill, /health.
+/// OpenAI-style HTTP: /v1/completions, /v1/models, llama.cpp's /infill, /health, and /admin/engine.
 /// Every failure answers with OpenAI's error body {"error": {"message", "type", "param", "code"}};
 /// that includes unknown routes (404), wrong methods (405), a missing or wrong API key (401, every
 /// path but /health) and any request while the server is not serving (503).
@@ -17,6 +17,9 @@ namespace InferenceServer.Server.Http;
 public static class OpenAiEndpoints
 {
     public const string HealthPath = "/health";
+
+    /// <summary>The engine's counts for operators and tests (behind the API key like everything but /health).</summary>
+    public const string EnginePath = "/admin/engine";
 
     public static void Map(WebApplication app, ServerOptions options, ServedModel model, ServerState state)
     {
@@ -71,6 +74,22 @@ public static class OpenAiEndpoints
             if (!string.Equals(id, model.Name, StringComparison.Ordinal))
                 throw new HttpApiException(404, "invalid_request_error", $"The model '{id}' does not exist; this server serves '{model.Name}'", "model", "model_not_found");
             return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, Card(model, created), OpenAiJsonContext.Default.ModelCard);
+        }, logger));
+        app.MapGet(EnginePath, Guarded(context =>
+        {
+            var snapshot = model.Engine.Snapshot;
+            return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, new EngineStatus
+            {
+                Running = snapshot.Running,
+                Waiting = snapshot.Waiting,
+                KvBlocksUsed = snapshot.UsedBlocks,
+                KvBlocksCached = snapshot.CachedBlocks,
+                KvBlocksFree = snapshot.FreeBlocks,
+                KvBlockTokens = model.Engine.KvBlockTokens,
+                Iterations = snapshot.Iterations,
+                Cancellations = snapshot.Cancellations,
+                LateCancellations = snapshot.LateCancellations,
+            }, OpenAiJsonContext.Default.EngineStatus);
         }, logger));
         app.MapGet(HealthPath, context =>
         {

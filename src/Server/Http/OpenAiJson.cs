@@ -111,6 +111,20 @@ internal sealed class HealthResponse
     public required string Status { get; init; }
 }
 
+/// <summary>GET /admin/engine: the scheduler's counts as of its latest iteration.</summary>
+internal sealed class EngineStatus
+{
+    public required int Running { get; init; }
+    public required int Waiting { get; init; }
+    public required int KvBlocksUsed { get; init; }
+    public required int KvBlocksCached { get; init; }
+    public required int KvBlocksFree { get; init; }
+    public required int KvBlockTokens { get; init; }
+    public required long Iterations { get; init; }
+    public required long Cancellations { get; init; }
+    public required long LateCancellations { get; init; }
+}
+
 internal sealed class ErrorResponse
 {
     public required ErrorBody Error { get; init; }
@@ -201,6 +215,7 @@ internal sealed class InfillTimings
 [JsonSerializable(typeof(ModelList))]
 [JsonSerializable(typeof(ModelCard))]
 [JsonSerializable(typeof(HealthResponse))]
+[JsonSerializable(typeof(EngineStatus))]
 [JsonSerializable(typeof(ErrorResponse))]
 [JsonSerializable(typeof(InfillRequest))]
 [JsonSerializable(typeof(InfillPartial))]
