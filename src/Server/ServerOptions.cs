@@ -14,6 +14,12 @@ public sealed record ServerOptions
     /// <summary>gRPC (HTTP/2 only, plaintext h2c unless TLS is configured).</summary>
     public int GrpcPort { get; init; } = DefaultGrpcPort;
 
+    /// <summary>
+    /// Both ports over TLS, with the certificate Kestrel's configuration names
+    /// (Kestrel:Certificates:Default); gRPC then negotiates HTTP/2 by ALPN.
+    /// </summary>
+    public bool Tls { get; init; }
+
     /// <summary>When not empty, every request must carry one of these keys (HTTP: Bearer; gRPC: authorization metadata).</summary>
     public IReadOnlyList<string> ApiKeys { get; init; } = [];
 

@@ -26,10 +26,12 @@ internal static class Cli
         return new Result(process.ExitCode, output.Result, error.Result);
     }
 
-    public static Process Start(string[] arguments, bool redirectInput = false)
+    public static Process Start(string[] arguments, bool redirectInput = false, string? workingDirectory = null,
+        IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo("dotnet")
         {
+            WorkingDirectory = workingDirectory ?? "",
             RedirectStandardOutput = true,
             RedirectStandardError = true,
             RedirectStandardInput = redirectInput,
@@ -37,6 +39,8 @@ internal static class Cli
             StandardOutputEncoding = Encoding.UTF8,
             UseShellExecute = false,
         };
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+            start.Environment[name] = value;
         start.ArgumentList.Add("exec");
         start.ArgumentList.Add(Program);
         foreach (var argument in arguments)

@@ -130,6 +130,88 @@ public sealed class CommandLineTests
         }
     }
 
+    [Fact]
+    public async Task Serve_reads_the_configuration_file_then_the_environment_then_the_command_line()
+    {
+        using var temp = new TempFolder();
+        var model = temp.Combine("llama");
+        Assert.Equal(0, Cli.Run(null, "build-model", "--input", TestPaths.Oracle("llama"), "--output", model).ExitCode);
+        int filePort = FreePort(), grpcPort = FreePort(), commandLinePort = FreePort();
+        await File.WriteAllTextAsync(temp.Combine("appsettings.json"), JsonSerializer.Serialize(new
+        {
+            InferenceServer = new { Model = model, HttpPort = filePort, GrpcPort = grpcPort, ApiKeys = new[] { "from-file" }, MaxBatch = 1 },
+        }));
+
+        using var server = Cli.Start(["--http-port", commandLinePort.ToString(System.Globalization.CultureInfo.InvariantCulture)],
+            workingDirectory: temp.Path, environment: new Dictionary<string, string> { ["INFERENCESERVER_API_KEYS"] = "from-env, second" });
+        try
+        {
+            using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{commandLinePort}"), Timeout = TimeSpan.FromSeconds(5) };
+            Assert.True(await WaitForHealthAsync(client, server), "the server did not answer on the command line's port");
+
+            // The key from the environment replaces the file's list.
+            Assert.Equal(HttpStatusCode.OK, await ModelsStatusAsync(client, "from-env"));
+            Assert.Equal(HttpStatusCode.OK, await ModelsStatusAsync(client, "second"));
+            Assert.Equal(HttpStatusCode.Unauthorized, await ModelsStatusAsync(client, "from-file"));
+            // The gRPC port, named only in the file, is listening.
+            using (var grpc = new TcpClient())
+                await grpc.ConnectAsync(IPAddress.Loopback, grpcPort);
+        }
+        finally
+        {
+            if (!server.HasExited)
+                server.Kill(entireProcessTree: true);
+            await server.WaitForExitAsync();
+        }
+    }
+
+    [Fact]
+    public void A_bad_setting_names_where_it_came_from()
+    {
+        using var temp = new TempFolder();
+        File.WriteAllText(temp.Combine("settings.json"), """{"InferenceServer": {"GrpcPort": "fifty"}}""");
+        var fromFile = Cli.Run(null, "serve", "--config", temp.Combine("settings.json"));
+        Assert.Equal(1, fromFile.ExitCode);
+        Assert.Contains("InferenceServer:GrpcPort", fromFile.Error, StringComparison.Ordinal);
+
+        var missing = Cli.Run(null, "--config", temp.Combine("absent.json"));
+        Assert.Equal(1, missing.ExitCode);
+        Assert.Contains("does not exist", missing.Error, StringComparison.Ordinal);
+
+        using var process = Cli.Start(["serve"], redirectInput: true, environment: new Dictionary<string, string> { ["INFERENCESERVER_MAX_BATCH"] = "many" });
+        process.StandardInput.Close();
+        var error = process.StandardError.ReadToEnd();
+        process.WaitForExit();
+        Assert.Equal(1, process.ExitCode);
+        Assert.Contains("INFERENCESERVER_MAX_BATCH", error, StringComparison.Ordinal);
+    }
+
+    private static async Task<bool> WaitForHealthAsync(HttpClient client, System.Diagnostics.Process server)
+    {
+        for (var attempt = 0; attempt < 150 && !server.HasExited; attempt++)
+        {
+            try
+            {
+                using var response = await client.GetAsync(new Uri("/health", UriKind.Relative));
+                if (response.StatusCode == HttpStatusCode.OK)
+                    return true;
+            }
+            catch (HttpRequestException)
+            {
+            }
+            await Task.Delay(200);
+        }
+        return false;
+    }
+
+    private static async Task<HttpStatusCode> ModelsStatusAsync(HttpClient client, string key)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, "/v1/models");
+        request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
+        using var response = await client.SendAsync(request);
+        return response.StatusCode;
+    }
+
     private static int FreePort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);

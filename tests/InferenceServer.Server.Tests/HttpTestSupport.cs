@@ -91,26 +91,34 @@ internal sealed class SecondServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
 
-    private SecondServer(WebApplication app, ServerOptions options)
+    private SecondServer(WebApplication app, ServerOptions options, HttpMessageHandler? handler)
     {
         _app = app;
         Options = options;
-        Client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{options.HttpPort}") };
+        Client = new HttpClient(handler ?? new SocketsHttpHandler()) { BaseAddress = new Uri($"{Scheme}://127.0.0.1:{options.HttpPort}") };
     }
+
+    private string Scheme => Options.Tls ? "https" : "http";
 
     public HttpClient Client { get; }
     public ServerOptions Options { get; }
-    public Uri GrpcAddress => new($"http://127.0.0.1:{Options.GrpcPort}");
+    public Uri GrpcAddress => new($"{Scheme}://127.0.0.1:{Options.GrpcPort}");
 
-    public static async Task<SecondServer> StartAsync(ServerOptions options, ServedModel model, ServerState state)
+    /// <param name="configuration">Host configuration (e.g. Kestrel certificates).</param>
+    /// <param name="handler">The handler the HTTP client uses (e.g. one that trusts a test certificate).</param>
+    public static async Task<SecondServer> StartAsync(ServerOptions options, ServedModel model, ServerState state,
+        Microsoft.Extensions.Configuration.IConfiguration? configuration = null, HttpMessageHandler? handler = null)
     {
-        var app = ServerHost.Build(options, model, state);
+        var app = ServerHost.Build(options, model, state, configuration);
         await app.StartAsync();
-        return new SecondServer(app, options);
+        return new SecondServer(app, options, handler);
     }
 
     public static ServerOptions OptionsLike(ServerOptions options) =>
         options with { HttpPort = ServerFixture.FreePort(), GrpcPort = ServerFixture.FreePort() };
+
+    /// <summary>The shutdown the serve command runs on SIGTERM.</summary>
+    public Task DrainAsync(ServerState state, TimeSpan grace) => ServerShutdown.DrainAsync(_app, state, grace);
 
     public async ValueTask DisposeAsync()
     {
@@ -165,9 +173,10 @@ internal sealed class SlowServer : IAsyncDisposable
 {
     private readonly SecondServer _server;
 
-    private SlowServer(SecondServer server, ServedModel model, SlowDecoder decoder)
+    private SlowServer(SecondServer server, ServedModel model, SlowDecoder decoder, ServerState state)
     {
         _server = server;
+        State = state;
         Model = model;
         Decoder = decoder;
     }
@@ -176,6 +185,10 @@ internal sealed class SlowServer : IAsyncDisposable
     public Uri GrpcAddress => _server.GrpcAddress;
     public ServedModel Model { get; }
     public SlowDecoder Decoder { get; }
+    public ServerState State { get; }
+
+    /// <inheritdoc cref="SecondServer.DrainAsync"/>
+    public Task DrainAsync(TimeSpan grace) => _server.DrainAsync(State, grace);
 
     /// <param name="slots">Sequences running at once.</param>
     /// <param name="maxWaiting">Requests that may wait; past that, 429.</param>
@@ -185,8 +198,9 @@ internal sealed class SlowServer : IAsyncDisposable
         var engine = new InferenceEngine(decoder, fixture.Model.Tokenizer,
             new EngineOptions { MaxWaitingRequests = maxWaiting, EosTokenIds = [ServerFixture.EndOfText] });
         var model = new ServedModel("slow", fixture.Model.Folder, fixture.Model.Tokenizer, engine, slots);
-        var server = await SecondServer.StartAsync(SecondServer.OptionsLike(fixture.Options), model, new ServerState { State = ServingState.Serving });
-        return new SlowServer(server, model, decoder);
+        var state = new ServerState { State = ServingState.Serving };
+        var server = await SecondServer.StartAsync(SecondServer.OptionsLike(fixture.Options), model, state);
+        return new SlowServer(server, model, decoder, state);
     }
 
     /// <summary>Waits until the slow engine holds no running or waiting sequence and no KV block.</summary>

@@ -7,9 +7,12 @@ internal static class ModelOption
 {
     public const string EnvironmentVariable = "INFERENCESERVER_MODEL";
 
+    /// <summary>The model served when none is named: the small code model shipped in the repository.</summary>
+    public static readonly string DefaultPath = Path.Combine("models", "default");
+
     public static Option<string> Create() => new("--model", "-m")
     {
         Description = $"Model folder (genai_config.json, tokenizer.json, model.onnx). Default: ${EnvironmentVariable}, else models/default.",
-        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(EnvironmentVariable) ?? Path.Combine("models", "default"),
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable(EnvironmentVariable) ?? DefaultPath,
     };
 }

@@ -2,48 +2,38 @@ using System.CommandLine;
 using InferenceServer.Engine;
 using InferenceServer.Model;
 using InferenceServer.Server;
+using Microsoft.Extensions.Configuration;
 
 namespace InferenceServer.Commands;
 
 /// <summary>
 /// serve: loads the model, then answers gRPC and OpenAI-style HTTP on two ports (loopback by
-/// default). Every option can also come from the environment (INFERENCESERVER_ + the option name
-/// in capitals, dashes as underscores, e.g. INFERENCESERVER_GRPC_PORT); the command line wins.
+/// default). Every setting comes from the command line, else the environment, else the
+/// configuration file (appsettings.json), else its default; see <see cref="Setting{T}"/>.
 /// On SIGTERM or Ctrl+C the server stops taking requests, lets those in flight finish within the
 /// grace period, cancels the rest and exits.
 /// </summary>
 internal static class ServeCommand
 {
-    private static readonly Option<string> Model = ModelOption.Create();
-    private static readonly Option<string> Host = EnvOption("--host", "Address to bind (both ports).", "127.0.0.1");
-    private static readonly Option<int> HttpPort = EnvOption("--http-port", "OpenAI-style HTTP port.", ServerOptions.DefaultHttpPort);
-    private static readonly Option<int> GrpcPort = EnvOption("--grpc-port", "gRPC port (HTTP/2, plaintext).", ServerOptions.DefaultGrpcPort);
-    private static readonly Option<int> MaxBatch = EnvOption("--max-batch", "Sequences served at once (KV slots).", 8);
-    private static readonly Option<int> ContextLength = EnvOption("--context-length", "Tokens per sequence (0: the model's context length).", 0);
-    private static readonly Option<long> KvCacheBytes = EnvOption("--kv-cache-bytes", "KV cache budget in bytes (0: all slots).", 0L);
-    private static readonly Option<int> MaxWaiting = EnvOption("--max-waiting", "Requests that may wait; more are refused (RESOURCE_EXHAUSTED / 429).", 256);
-    private static readonly Option<int> Threads = EnvOption("--threads", "ONNX Runtime intra-op threads (0: one per core).", 0);
-    private static readonly Option<string[]> ApiKeys = new("--api-key")
-    {
-        Description = "Accept only requests with this key (repeatable; HTTP Bearer, gRPC authorization metadata). Env: INFERENCESERVER_API_KEYS, comma-separated.",
-        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("INFERENCESERVER_API_KEYS")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) ?? [],
-    };
-    private static readonly Option<int> MaxMessageBytes = EnvOption("--max-message-bytes", "Largest gRPC message and HTTP body.", 4 << 20);
-    private static readonly Option<int> GraceSeconds = EnvOption("--shutdown-grace-seconds", "Time in-flight requests get to finish on shutdown.", 10);
+    private static readonly Setting<string> Model = new("model", "Model folder (genai_config.json, tokenizer.json, model.onnx).", ModelOption.DefaultPath, "-m");
+    private static readonly Setting<string> Host = new("host", "Address to bind (both ports).", "127.0.0.1");
+    private static readonly Setting<int> HttpPort = new("http-port", "OpenAI-style HTTP port.", ServerOptions.DefaultHttpPort);
+    private static readonly Setting<int> GrpcPort = new("grpc-port", "gRPC port (HTTP/2).", ServerOptions.DefaultGrpcPort);
+    private static readonly Setting<bool> Tls = new("tls", "Serve both ports over TLS with the certificate in the configuration file's Kestrel:Certificates:Default (HTTP/2 by ALPN).", false);
+    private static readonly Setting<int> MaxBatch = new("max-batch", "Sequences served at once (KV slots).", 8);
+    private static readonly Setting<int> ContextLength = new("context-length", "Tokens per sequence (0: the model's context length).", 0);
+    private static readonly Setting<long> KvCacheBytes = new("kv-cache-bytes", "KV cache budget in bytes (0: all slots).", 0L);
+    private static readonly Setting<int> MaxWaiting = new("max-waiting", "Requests that may wait; more are refused (RESOURCE_EXHAUSTED / 429).", 256);
+    private static readonly Setting<int> Threads = new("threads", "ONNX Runtime intra-op threads (0: one per core).", 0);
+    private static readonly Setting<string[]> ApiKeys = new("api-key", "Accept only requests with one of these keys (repeatable; HTTP Bearer, gRPC authorization metadata; comma-separated in the environment, a list in the file).", [], plural: "api-keys");
+    private static readonly Setting<int> MaxMessageBytes = new("max-message-bytes", "Largest gRPC message and HTTP body.", 4 << 20);
+    private static readonly Setting<int> GraceSeconds = new("shutdown-grace-seconds", "Time in-flight requests get to finish on shutdown.", 10);
 
-    private static Option<T> EnvOption<T>(string name, string description, T fallback)
-    {
-        var variable = "INFERENCESERVER_" + name.TrimStart('-').Replace('-', '_').ToUpperInvariant();
-        return new Option<T>(name)
-        {
-            Description = $"{description} Env: {variable}.",
-            DefaultValueFactory = _ => Environment.GetEnvironmentVariable(variable) is { } value
-                ? (T)Convert.ChangeType(value, typeof(T), System.Globalization.CultureInfo.InvariantCulture)
-                : fallback,
-        };
-    }
-
-    public static IEnumerable<Option> Options => [Model, Host, HttpPort, GrpcPort, MaxBatch, ContextLength, KvCacheBytes, MaxWaiting, Threads, ApiKeys, MaxMessageBytes, GraceSeconds];
+    public static IEnumerable<Option> Options =>
+    [
+        ConfigurationFile.Option, Model.Option, Host.Option, HttpPort.Option, GrpcPort.Option, Tls.Option, MaxBatch.Option,
+        ContextLength.Option, KvCacheBytes.Option, MaxWaiting.Option, Threads.Option, ApiKeys.Option, MaxMessageBytes.Option, GraceSeconds.Option,
+    ];
 
     public static Command Create()
     {
@@ -56,26 +46,44 @@ internal static class ServeCommand
 
     public static async Task<int> RunAsync(ParseResult parseResult, CancellationToken cancellationToken)
     {
-        if (!System.Net.IPAddress.TryParse(parseResult.GetValue(Host), out _))
+        IConfiguration file;
+        ServerOptions options;
+        string modelPath;
+        int maxBatch, contextLength, threads;
+        EngineOptions engine;
+        try
         {
-            Console.Error.WriteLine($"error: --host '{parseResult.GetValue(Host)}' is not an IP address");
+            file = ConfigurationFile.Load(parseResult);
+            var host = Host.Resolve(parseResult, file);
+            if (!System.Net.IPAddress.TryParse(host, out _))
+                throw new SettingException($"host '{host}' is not an IP address");
+            var maxMessageBytes = MaxMessageBytes.Resolve(parseResult, file);
+            options = new ServerOptions
+            {
+                Host = host,
+                HttpPort = HttpPort.Resolve(parseResult, file),
+                GrpcPort = GrpcPort.Resolve(parseResult, file),
+                Tls = Tls.Resolve(parseResult, file),
+                ApiKeys = ApiKeys.Resolve(parseResult, file),
+                MaxMessageBytes = maxMessageBytes,
+                MaxRequestBodyBytes = maxMessageBytes,
+                ShutdownGracePeriod = TimeSpan.FromSeconds(GraceSeconds.Resolve(parseResult, file)),
+            };
+            modelPath = Model.Resolve(parseResult, file);
+            maxBatch = MaxBatch.Resolve(parseResult, file);
+            contextLength = ContextLength.Resolve(parseResult, file);
+            threads = Threads.Resolve(parseResult, file);
+            engine = new EngineOptions { KvCacheBytes = KvCacheBytes.Resolve(parseResult, file), MaxWaitingRequests = MaxWaiting.Resolve(parseResult, file) };
+        }
+        catch (SettingException e)
+        {
+            Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
-        var options = new ServerOptions
-        {
-            Host = parseResult.GetValue(Host)!,
-            HttpPort = parseResult.GetValue(HttpPort),
-            GrpcPort = parseResult.GetValue(GrpcPort),
-            ApiKeys = parseResult.GetValue(ApiKeys) ?? [],
-            MaxMessageBytes = parseResult.GetValue(MaxMessageBytes),
-            MaxRequestBodyBytes = parseResult.GetValue(MaxMessageBytes),
-            ShutdownGracePeriod = TimeSpan.FromSeconds(parseResult.GetValue(GraceSeconds)),
-        };
         ServedModel model;
         try
         {
-            model = ServedModel.Load(parseResult.GetValue(Model)!, parseResult.GetValue(MaxBatch), parseResult.GetValue(ContextLength),
-                parseResult.GetValue(Threads), new EngineOptions { KvCacheBytes = parseResult.GetValue(KvCacheBytes), MaxWaitingRequests = parseResult.GetValue(MaxWaiting) });
+            model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, engine);
         }
         catch (Exception e) when (e is ModelLoadException or Tokenizer.TokenizerLoadException or ArgumentException)
         {
@@ -86,12 +94,13 @@ internal static class ServeCommand
         await using (model)
         {
             var state = new ServerState();
-            var app = ServerHost.Build(options, model, state);
+            var app = ServerHost.Build(options, model, state, file);
             await using (app)
             {
                 await app.StartAsync(cancellationToken);
                 state.State = ServingState.Serving;
-                Console.WriteLine($"serving {model.Name}: gRPC on {options.Host}:{options.GrpcPort}, HTTP on http://{options.Host}:{options.HttpPort} ({model.MaxBatch} slots x {model.ContextLength} tokens)");
+                var scheme = options.Tls ? "https" : "http";
+                Console.WriteLine($"serving {model.Name}: gRPC on {scheme}://{options.Host}:{options.GrpcPort}, HTTP on {scheme}://{options.Host}:{options.HttpPort} ({model.MaxBatch} slots x {model.ContextLength} tokens)");
                 // SIGTERM and Ctrl+C reach us through the command line's token or the host's own lifetime, whichever sees them.
                 using var stopping = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, app.Lifetime.ApplicationStopping);
                 try
@@ -101,10 +110,7 @@ internal static class ServeCommand
                 catch (OperationCanceledException)
                 {
                 }
-                // Draining: health says NOT_SERVING, new calls get UNAVAILABLE, calls in flight get the grace period.
-                state.State = ServingState.Draining;
-                using var grace = new CancellationTokenSource(options.ShutdownGracePeriod);
-                await app.StopAsync(grace.Token);
+                await ServerShutdown.DrainAsync(app, state, options.ShutdownGracePeriod);
             }
         }
         return 0;
