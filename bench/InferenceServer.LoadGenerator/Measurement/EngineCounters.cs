@@ -1,0 +1,119 @@
+using System.Diagnostics.Metrics;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using InferenceServer.Engine;
+
+namespace InferenceServer.LoadGenerator.Measurement;
+
+/// <summary>The engine's counts that a level compares before and after (GET /admin/engine's fields).</summary>
+public sealed record EngineCounts(long Iterations, long Cancellations, long LateCancellations, int Running, int Waiting);
+
+/// <summary>Reads the serving engine's counts, over HTTP or in this process.</summary>
+public interface IEngineCounters
+{
+    /// <summary>"admin" or "meter": where <see cref="CancellationFigures"/> says the figures came from.</summary>
+    string Source { get; }
+
+    /// <summary>The counts now, or null when they cannot be read.</summary>
+    Task<EngineCounts?> ReadAsync(CancellationToken cancellationToken);
+
+    /// <summary>Cancellation-to-free times recorded since the previous call, in milliseconds; null when not observable.</summary>
+    IReadOnlyList<double>? TakeCancelToFree();
+}
+
+/// <summary>GET /admin/engine on our HTTP port.</summary>
+public sealed class AdminEndpointCounters(Uri admin, string? apiKey) : IEngineCounters, IDisposable
+{
+    private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(5) };
+    private readonly Uri _endpoint = new(admin, "/admin/engine");
+
+    public string Source => "admin";
+
+    public async Task<EngineCounts?> ReadAsync(CancellationToken cancellationToken)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, _endpoint);
+        if (apiKey is not null)
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
+        try
+        {
+            using var response = await _http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            if (!response.IsSuccessStatusCode)
+                return null;
+            await using var body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
+            using var doc = await JsonDocument.ParseAsync(body, cancellationToken: cancellationToken).ConfigureAwait(false);
+            return Parse(doc.RootElement);
+        }
+        catch (Exception e) when (e is HttpRequestException or JsonException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>The counts from /admin/engine's JSON; null when a field is missing.</summary>
+    public static EngineCounts? Parse(JsonElement root)
+    {
+        if (root.ValueKind != JsonValueKind.Object
+            || !root.TryGetProperty("iterations", out var iterations)
+            || !root.TryGetProperty("cancellations", out var cancellations)
+            || !root.TryGetProperty("late_cancellations", out var late))
+        {
+            return null;
+        }
+        return new EngineCounts(iterations.GetInt64(), cancellations.GetInt64(), late.GetInt64(),
+            root.TryGetProperty("running", out var running) ? running.GetInt32() : 0,
+            root.TryGetProperty("waiting", out var waiting) ? waiting.GetInt32() : 0);
+    }
+
+    public IReadOnlyList<double>? TakeCancelToFree() => null;
+
+    public void Dispose() => _http.Dispose();
+}
+
+/// <summary>
+/// An engine in this process: its snapshot, and the engine's own cancellation-to-free histogram
+/// (meter "InferenceServer.Engine"), which only a listener in the same process can see.
+/// </summary>
+public sealed class InProcessCounters : IEngineCounters, IDisposable
+{
+    private const string CancelToFreeInstrument = "inference.cancellation.to_free";
+    private readonly InferenceEngine _engine;
+    private readonly MeterListener _listener = new();
+    private readonly Lock _lock = new();
+    private List<double> _samples = [];
+
+    public InProcessCounters(InferenceEngine engine)
+    {
+        _engine = engine ?? throw new ArgumentNullException(nameof(engine));
+        _listener.InstrumentPublished = (instrument, listener) =>
+        {
+            if (instrument.Meter.Name == "InferenceServer.Engine" && instrument.Name == CancelToFreeInstrument)
+                listener.EnableMeasurementEvents(instrument);
+        };
+        _listener.SetMeasurementEventCallback<double>((_, seconds, _, _) =>
+        {
+            lock (_lock)
+                _samples.Add(seconds * 1000);
+        });
+        _listener.Start();
+    }
+
+    public string Source => "meter";
+
+    public Task<EngineCounts?> ReadAsync(CancellationToken cancellationToken)
+    {
+        var s = _engine.Snapshot;
+        return Task.FromResult<EngineCounts?>(new EngineCounts(s.Iterations, s.Cancellations, s.LateCancellations, s.Running, s.Waiting));
+    }
+
+    public IReadOnlyList<double>? TakeCancelToFree()
+    {
+        lock (_lock)
+        {
+            var taken = _samples;
+            _samples = [];
+            return taken;
+        }
+    }
+
+    public void Dispose() => _listener.Dispose();
+}

@@ -1,0 +1,74 @@
+using InferenceServer.LoadGenerator.Reports;
+
+namespace InferenceServer.LoadGenerator.Measurement;
+
+/// <summary>Turns the records of one level into its figures.</summary>
+public static class LevelSummary
+{
+    public static LevelReport Build(
+        string label,
+        double value,
+        IReadOnlyCollection<RequestRecord> records,
+        TimeSpan wall,
+        string counterSource,
+        EngineCounts? before,
+        EngineCounts? after,
+        IReadOnlyList<double>? cancelToFree)
+    {
+        ArgumentNullException.ThrowIfNull(records);
+        var completed = records.Where(r => r.Outcome == RequestOutcome.Completed).ToList();
+        var cancelled = records.Where(r => r.Outcome == RequestOutcome.Cancelled).ToList();
+        var failed = records.Where(r => r.Outcome == RequestOutcome.Failed).ToList();
+        var seconds = Math.Max(wall.TotalSeconds, 1e-9);
+        // Tokens streamed to cancelled requests were generated and delivered too: they count toward throughput.
+        long outputTokens = records.Where(r => r.Outcome != RequestOutcome.Failed).Sum(r => (long)r.OutputTokens);
+        var withUsage = completed.Where(r => r.PromptTokens is > 0).ToList();
+        long promptTokens = withUsage.Sum(r => (long)r.PromptTokens!.Value);
+        long cachedTokens = withUsage.Sum(r => (long)(r.CachedPromptTokens ?? 0));
+        var reportsCache = withUsage.Any(r => r.CachedPromptTokens is not null);
+
+        return new LevelReport
+        {
+            Label = label,
+            Value = value,
+            WallSeconds = wall.TotalSeconds,
+            Requests = records.Count,
+            Completed = completed.Count,
+            Cancelled = cancelled.Count,
+            Failed = failed.Count,
+            ErrorsByStatus = failed.GroupBy(r => r.ErrorKey ?? "unknown").OrderBy(g => g.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count()),
+            FirstError = failed.FirstOrDefault() is { } first ? $"{first.ErrorKey}: {first.ErrorMessage}" : null,
+            TimeToFirstTokenMs = Percentiles.Summarize(completed.Where(r => r.TimeToFirstTokenMs is not null).Select(r => r.TimeToFirstTokenMs!.Value)),
+            InterTokenMs = Percentiles.Summarize(completed.Where(r => r.InterTokenMs is not null).Select(r => r.InterTokenMs!.Value)),
+            EndToEndMs = Percentiles.Summarize(completed.Select(r => r.EndMs)),
+            OutputTokens = outputTokens,
+            OutputTokensPerSecond = outputTokens / seconds,
+            RequestsPerSecond = completed.Count / seconds,
+            MeanPromptTokens = withUsage.Count > 0 ? (double)promptTokens / withUsage.Count : null,
+            PromptTokens = promptTokens,
+            CachedPromptTokens = cachedTokens,
+            PrefixCacheShare = reportsCache && promptTokens > 0 ? (double)cachedTokens / promptTokens : null,
+            Cancellation = Cancellation(cancelled, wall, counterSource, before, after, cancelToFree),
+        };
+    }
+
+    private static CancellationFigures Cancellation(List<RequestRecord> cancelled, TimeSpan wall, string source, EngineCounts? before, EngineCounts? after,
+        IReadOnlyList<double>? cancelToFree)
+    {
+        var counted = before is not null && after is not null;
+        long? server = counted ? after!.Cancellations - before!.Cancellations : null;
+        long? late = counted ? after!.LateCancellations - before!.LateCancellations : null;
+        long? iterations = counted ? after!.Iterations - before!.Iterations : null;
+        return new CancellationFigures
+        {
+            ClientCancelled = cancelled.Count,
+            ClientCancelToReturnMs = Percentiles.Summarize(cancelled.Where(r => r.CancelToReturnMs is not null).Select(r => r.CancelToReturnMs!.Value)),
+            ServerSource = counted ? source : "n/a",
+            ServerCancellations = server,
+            ServerLateCancellations = late,
+            FreedWithinOneIterationShare = server is > 0 ? 1.0 - (double)late!.Value / server.Value : null,
+            MeanIterationMs = iterations is > 0 ? wall.TotalMilliseconds / iterations.Value : null,
+            CancelToFreeMs = cancelToFree is { Count: > 0 } ? Percentiles.Summarize(cancelToFree) : null,
+        };
+    }
+}

@@ -1,0 +1,3 @@
+using InferenceServer.LoadGenerator.Commands;
+
+return await LoadCommands.Create().Parse(args).InvokeAsync();

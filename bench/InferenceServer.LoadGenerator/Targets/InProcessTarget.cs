@@ -1,0 +1,76 @@
+using InferenceServer.Engine;
+using InferenceServer.Engine.Sampling;
+using InferenceServer.LoadGenerator.Measurement;
+using InferenceServer.Server;
+
+namespace InferenceServer.LoadGenerator.Targets;
+
+/// <summary>
+/// The engine in this process, with no network: prompts are built by the same code the front
+/// ends use (<see cref="GenerationRequests"/>), so text and fill-in-the-middle prompts are the
+/// same tokens a server would compute.
+/// </summary>
+public sealed class InProcessTarget : ILoadTarget
+{
+    private readonly ServedModel _model;
+    private readonly bool _ownsModel;
+
+    public InProcessTarget(ServedModel model, bool ownsModel)
+    {
+        _model = model ?? throw new ArgumentNullException(nameof(model));
+        _ownsModel = ownsModel;
+    }
+
+    /// <summary>Loads a model folder and starts its engine.</summary>
+    public static InProcessTarget Load(string modelPath, int maxBatch, int contextLength, int threads) =>
+        new(ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions()), ownsModel: true);
+
+    public ServedModel Model => _model;
+    public string Kind => "inprocess";
+    public string Address => _model.Folder.Path;
+
+    public async Task<RequestRecord> SendAsync(LoadRequest request, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        using var timer = new ResponseTimer(cancellationToken);
+        GenerationOutput output;
+        try
+        {
+            PromptInput input = request.Suffix is { } suffix ? new PromptInput.Infill(request.Prompt, suffix) : new PromptInput.Text(request.Prompt);
+            var sampling = new SamplingParameters { Temperature = request.Temperature };
+            var generation = GenerationRequests.Build(_model, input, sampling, request.MaxTokens, request.Stop, [], priority: 0, requestId: null,
+                defaultMaxTokens: request.MaxTokens) with { IgnoreEos = request.IgnoreEos };
+            output = _model.Engine.Submit(generation, cancellationToken);
+        }
+        catch (Exception e) when (e is RequestException or RequestValidationException or EngineOverloadedException or EngineStoppedException)
+        {
+            var status = RequestException.From(e).Status;
+            return timer.Failed("engine:" + GrpcTarget.StatusName((int)status), e.Message);
+        }
+        try
+        {
+            await foreach (var e in output.WithCancellation(cancellationToken).ConfigureAwait(false))
+            {
+                timer.Tokens(e.TokenIds.Count);
+                if (!e.IsFinal)
+                    continue;
+                if (e.FinishReason == FinishReason.Cancelled)
+                    return cancellationToken.IsCancellationRequested ? timer.Cancelled() : timer.Failed("engine:CANCELLED", "the engine cancelled the generation");
+                var usage = e.Usage!.Value;
+                return timer.Complete(usage.CompletionTokens, usage.PromptTokens, usage.CachedPromptTokens,
+                    e.FinishReason == FinishReason.Length ? "length" : "stop");
+            }
+            return timer.Failed("engine:NO_FINISH", "the output ended without a final event");
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return timer.Cancelled();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (_ownsModel)
+            await _model.DisposeAsync().ConfigureAwait(false);
+    }
+}
