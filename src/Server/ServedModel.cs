@@ -24,7 +24,7 @@ public sealed class ServedModel : IAsyncDisposable
         Tokenizer = tokenizer;
         Engine = engine;
         MaxBatch = maxBatch;
-        Fim = FimTemplate.Detect(tokenizer);
+        Fim = FimTemplate.Detect(tokenizer) is { } fim ? fim with { Order = ServingHints.FimOrder(folder) } : null;
         _runner = runner;
     }
 
@@ -41,6 +41,7 @@ public sealed class ServedModel : IAsyncDisposable
     public static ServedModel Load(string path, int maxBatch, int contextLength, int intraOpThreads, EngineOptions engineOptions)
     {
         var folder = ModelFolder.Load(path);
+        ServingHints.FimOrder(folder); // a bad serving.json fails here, before an engine thread starts
         if (folder.TokenizerPath is null)
             throw new ModelLoadException($"{folder.Path} has no tokenizer.json; the server needs one");
         var tokenizer = InferenceServer.Tokenizer.Tokenizer.Load(folder.TokenizerPath);

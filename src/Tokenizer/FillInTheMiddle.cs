@@ -1,13 +1,29 @@
 namespace InferenceServer.Tokenizer;
 
+/// <summary>The order of the parts in a fill-in-the-middle prompt; a model only knows the orders it was trained with.</summary>
+public enum FimOrder
+{
+    /// <summary>Prefix, suffix, middle: what every FIM-trained model knows.</summary>
+    PrefixSuffixMiddle,
+
+    /// <summary>
+    /// Suffix, then prefix, then middle (StarCoder's variant: both markers first). As a person types,
+    /// only the end of the prompt changes, so nearly all of it is served from the prefix cache.
+    /// </summary>
+    SuffixPrefixMiddle,
+}
+
 /// <summary>
 /// A fill-in-the-middle prompt format, recognized from the special tokens a tokenizer has.
-/// Prompts are built in prefix-suffix-middle order as token ids, with the user's prefix and
-/// suffix encoded without special-token parsing, so code that happens to contain a marker's
-/// text cannot inject a control token.
+/// Prompts are built as token ids, with the user's prefix and suffix encoded without
+/// special-token parsing, so code that happens to contain a marker's text cannot inject a
+/// control token.
 /// </summary>
 public sealed record FimTemplate(string Family, int PrefixId, int SuffixId, int MiddleId, IReadOnlyList<int> StopIds, bool AddsBos)
 {
+    /// <summary>The order prompts are built in (prefix-suffix-middle unless the model says otherwise).</summary>
+    public FimOrder Order { get; init; } = FimOrder.PrefixSuffixMiddle;
+
     private static readonly (string Family, string Prefix, string Suffix, string Middle, string[] Stops, bool Bos)[] Families =
     [
         ("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", ["<|endoftext|>", "<fim_pad>", "<file_sep>"], false),
@@ -32,8 +48,10 @@ public sealed record FimTemplate(string Family, int PrefixId, int SuffixId, int 
     }
 
     /// <summary>
-    /// [BOS] PREFIX-MARKER prefix SUFFIX-MARKER suffix MIDDLE-MARKER: the model continues with the middle.
-    /// BOS comes from the tokenizer's post-processor, for the families trained with it.
+    /// [BOS] PREFIX-MARKER prefix SUFFIX-MARKER suffix MIDDLE-MARKER, or in suffix-prefix-middle
+    /// order [BOS] PREFIX-MARKER SUFFIX-MARKER suffix MIDDLE-MARKER prefix: either way the model
+    /// continues with the middle. BOS comes from the tokenizer's post-processor, for the families
+    /// trained with it.
     /// </summary>
     public int[] Build(Tokenizer tokenizer, string prefix, string suffix)
     {
@@ -44,6 +62,14 @@ public sealed record FimTemplate(string Family, int PrefixId, int SuffixId, int 
         if (AddsBos)
             ids.AddRange(tokenizer.LeadingSpecialIds);
         ids.Add(PrefixId);
+        if (Order == FimOrder.SuffixPrefixMiddle)
+        {
+            ids.Add(SuffixId);
+            tokenizer.Encode(suffix, ids, parseSpecialTokens: false);
+            ids.Add(MiddleId);
+            tokenizer.Encode(prefix, ids, parseSpecialTokens: false);
+            return [.. ids];
+        }
         tokenizer.Encode(prefix, ids, parseSpecialTokens: false);
         ids.Add(SuffixId);
         tokenizer.Encode(suffix, ids, parseSpecialTokens: false);
