@@ -19,6 +19,23 @@ public sealed class FillInTheMiddleTests
     }
 
     [Fact]
+    public void Our_model_gets_starcoder_markers_and_suffix_prefix_middle_keeps_the_typed_end_last()
+    {
+        var tokenizer = Tokenizer.Load(TokenizerOracle.TokenizerJsonPath("minicoder"));
+        var fim = FimTemplate.Detect(tokenizer)! with { Order = FimOrder.SuffixPrefixMiddle };
+        Assert.Equal("starcoder", fim.Family);
+
+        var ids = fim.Build(tokenizer, "def add(a, b):\n    ret", "\n\nprint(add(1, 2))\n");
+        Assert.Equal("<fim_prefix><fim_suffix>\n\nprint(add(1, 2))\n<fim_middle>def add(a, b):\n    ret", tokenizer.Decode(ids));
+        // One more keystroke changes only the end: everything up to the prefix's start is the same.
+        var next = fim.Build(tokenizer, "def add(a, b):\n    retu", "\n\nprint(add(1, 2))\n");
+        var common = ids.Zip(next).TakeWhile(pair => pair.First == pair.Second).Count();
+        Assert.True(common >= ids.Length - 2, $"{common} of {ids.Length} ids in common");
+        Assert.True(tokenizer.TryGetId("<|endoftext|>", out var eot));
+        Assert.Contains(eot, fim.StopIds);
+    }
+
+    [Fact]
     public void Marker_text_inside_user_code_stays_text()
     {
         var tokenizer = Tokenizer.Load(TokenizerOracle.TokenizerJsonPath("qwen3"));

@@ -177,7 +177,7 @@ internal static class LoadCommands
         {
             Target = "suite",
             Workload = "concurrency",
-            Model = p.GetValue(Model) ?? Path.Combine("models", "default"),
+            Model = p.GetValue(Model) ?? Path.Combine("models", "minicoder"),
             Manifest = manifest,
             Out = p.GetValue(Out),
             Levels = levels,

@@ -8,11 +8,11 @@ internal static class ModelOption
     public const string EnvironmentVariable = "INFERENCESERVER_MODEL";
 
     /// <summary>The model served when none is named: the small code model shipped in the repository.</summary>
-    public static readonly string DefaultPath = Path.Combine("models", "default");
+    public static readonly string DefaultPath = Path.Combine("models", "minicoder");
 
     public static Option<string> Create() => new("--model", "-m")
     {
-        Description = $"Model folder (genai_config.json, tokenizer.json, model.onnx). Default: ${EnvironmentVariable}, else models/default.",
+        Description = $"Model folder (genai_config.json, tokenizer.json, model.onnx). Default: ${EnvironmentVariable}, else models/minicoder.",
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable(EnvironmentVariable) ?? DefaultPath,
     };
 }
