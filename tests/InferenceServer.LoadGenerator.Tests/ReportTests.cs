@@ -83,7 +83,7 @@ public sealed partial class ReportTests
 
     private static Distribution D(double p50, double p90, double p99) => new() { Count = 10, Mean = p50, Min = p50 / 2, Max = p99, P50 = p50, P90 = p90, P99 = p99 };
 
-    private static BenchmarkReport SampleReport()
+    internal static BenchmarkReport SampleReport()
     {
         var report = new BenchmarkReport
         {
