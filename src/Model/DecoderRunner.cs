@@ -22,6 +22,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     private readonly RunOptions _runOptions = new();
     private readonly GenaiDecoderSection _decoder;
     private readonly string? _positionIdsName;
+    private readonly string _attentionMaskName;
     private readonly bool _logitsPerPosition;
     private readonly TensorElementType _logitsType;
     private readonly TensorElementType _kvType;
@@ -68,6 +69,10 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), $"MaxSequenceLength {Capacity} exceeds the model's context length {model.ContextLength}");
         VocabSize = model.VocabSize;
         LayerCount = _decoder.NumHiddenLayers;
+        if (_decoder.IsPaged)
+            throw new ModelLoadException($"{folder.Path}: this folder holds the paged graph (PagedAttention), which only the CUDA provider runs; the CPU serves the dense graph (build-model --graph dense)");
+        _attentionMaskName = _decoder.Inputs.AttentionMask
+            ?? throw new ModelLoadException($"{folder.Path}: genai_config.json names no attention_mask input, which the dense graph needs");
 
         using var sessionOptions = new SessionOptions
         {
@@ -312,7 +317,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
             long[] tokenShape = [batch, sequenceLength];
             binding.Input(_decoder.Inputs.InputIds, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, tokenShape, _inputIds.Pointer, _inputIds.Bytes));
-            binding.Input(_decoder.Inputs.AttentionMask, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, [batch, maskWidth], _attentionMask.Pointer, _attentionMask.Bytes));
+            binding.Input(_attentionMaskName, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, [batch, maskWidth], _attentionMask.Pointer, _attentionMask.Bytes));
             if (_positionIdsName is not null)
                 binding.Input(_positionIdsName, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, tokenShape, _positionIds.Pointer, _positionIds.Bytes));
 
@@ -356,13 +361,13 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         NodeMetadata Need(IReadOnlyDictionary<string, NodeMetadata> map, string name, string kind) =>
             map.TryGetValue(name, out var meta) ? meta : throw new ModelLoadException($"{path}: the graph has no {kind} '{name}' (genai_config.json names it)");
 
-        foreach (var name in new[] { _decoder.Inputs.InputIds, _decoder.Inputs.AttentionMask })
+        foreach (var name in new[] { _decoder.Inputs.InputIds, _attentionMaskName })
         {
             var meta = Need(inputs, name, "input");
             if (meta.ElementDataType != TensorElementType.Int64)
                 throw new ModelLoadException($"{path}: input '{name}' is {meta.ElementDataType}; this runner feeds int64");
         }
-        var known = new HashSet<string>(StringComparer.Ordinal) { _decoder.Inputs.InputIds, _decoder.Inputs.AttentionMask };
+        var known = new HashSet<string>(StringComparer.Ordinal) { _decoder.Inputs.InputIds, _attentionMaskName };
         if (_positionIdsName is not null)
             known.Add(_positionIdsName);
 

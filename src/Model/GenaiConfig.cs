@@ -83,6 +83,10 @@ public sealed class GenaiDecoderSection
     [JsonPropertyName("session_options")] public GenaiSessionOptions SessionOptions { get; set; } = new();
     [JsonPropertyName("inputs")] public GenaiDecoderInputs Inputs { get; set; } = new();
     [JsonPropertyName("outputs")] public GenaiDecoderOutputs Outputs { get; set; } = new();
+
+    /// <summary>The folder holds the paged graph (PagedAttention over block pools, CUDA only).</summary>
+    [JsonIgnore]
+    public bool IsPaged => Inputs.BlockTable is not null;
 }
 
 public sealed class GenaiSessionOptions
@@ -94,12 +98,29 @@ public sealed class GenaiSessionOptions
 public sealed class GenaiDecoderInputs
 {
     [JsonPropertyName("input_ids")] public string InputIds { get; set; } = "input_ids";
-    [JsonPropertyName("attention_mask")] public string AttentionMask { get; set; } = "attention_mask";
+    /// <summary>Absent in the paged graph, whose sequences are delimited by cumulative_sequence_length.</summary>
+    [JsonPropertyName("attention_mask")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? AttentionMask { get; set; } = "attention_mask";
     [JsonPropertyName("position_ids")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? PositionIds { get; set; }
     [JsonPropertyName("past_key_names")] public string PastKeyNames { get; set; } = "past_key_values.%d.key";
     [JsonPropertyName("past_value_names")] public string PastValueNames { get; set; } = "past_key_values.%d.value";
+
+    // The paged graph's (PagedAttention) inputs; their presence marks a paged model folder.
+    [JsonPropertyName("cumulative_sequence_length")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? CumulativeSequenceLength { get; set; }
+    [JsonPropertyName("past_sequence_lengths")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? PastSequenceLengths { get; set; }
+    [JsonPropertyName("block_table")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? BlockTable { get; set; }
+    [JsonPropertyName("attention_metadata")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? AttentionMetadata { get; set; }
 }
 
 public sealed class GenaiDecoderOutputs
@@ -107,6 +128,20 @@ public sealed class GenaiDecoderOutputs
     [JsonPropertyName("logits")] public string Logits { get; set; } = "logits";
     [JsonPropertyName("present_key_names")] public string PresentKeyNames { get; set; } = "present.%d.key";
     [JsonPropertyName("present_value_names")] public string PresentValueNames { get; set; } = "present.%d.value";
+
+    // The paged graph's logits reduced on the device for sampling.
+    [JsonPropertyName("next_token")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? NextToken { get; set; }
+    [JsonPropertyName("top_logits")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? TopLogits { get; set; }
+    [JsonPropertyName("top_ids")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? TopIds { get; set; }
+    [JsonPropertyName("logsumexp")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? LogSumExp { get; set; }
 }
 
 public sealed class GenaiSearchSection

@@ -15,16 +15,44 @@ public enum Precision
     /// <summary>float16 weights, activations and KV cache (GPU); logits are cast to float32.</summary>
     Fp16,
 
+    /// <summary>bfloat16 weights, activations and KV cache (GPU, the paged graph); logits are cast to float32.</summary>
+    Bf16,
+
     /// <summary>4-bit block-quantized linear weights (MatMulNBits) with float32 activations.</summary>
     Int4,
 }
 
+/// <summary>Which of the contract's two decoder graphs to write.</summary>
+public enum GraphVariant
+{
+    /// <summary>GroupQueryAttention over per-sequence KV buffers: any provider, the CPU path.</summary>
+    Dense,
+
+    /// <summary>PagedAttention over one block pool per layer, tokens packed on one axis: CUDA, fp16 or bf16.</summary>
+    Paged,
+}
+
 /// <summary>
-/// Writes a Llama-family decoder in the dense graph contract:
+/// Writes a Llama-family decoder in one of the two graph contracts.
+///
+/// Dense:
 /// inputs input_ids [batch, sequence], attention_mask [batch, total] and per layer
 /// past_key_values.N.key/value [batch, kv_heads, past, head_dim]; outputs logits
 /// [batch, 1, vocab] (the last position of each row only) and present.N.key/value, which the
 /// runner binds to the same buffers as the past.
+///
+/// Paged (<see cref="GraphVariant.Paged"/>): the new tokens of all sequences packed on one
+/// axis, input_ids [num_tokens]; cumulative_sequence_length [batch + 1] and past_seqlens [batch]
+/// say where each sequence's tokens start and how much KV it has; block_table
+/// [batch, max_blocks] maps its positions to blocks of the per-layer pools
+/// key_cache.N / value_cache.N [num_blocks, block_size, kv_heads, head_dim], which
+/// key_cache_out.N / value_cache_out.N alias (PagedAttention writes the new keys in place);
+/// attention_metadata [2] (host memory) bounds the longest query and KV length so the kernel
+/// never reads lengths back from the device. Only each sequence's last token reaches the
+/// vocabulary projection, and the logits are reduced in the graph to what sampling needs:
+/// next_token (argmax), top_logits/top_ids (the k largest, sorted) and logsumexp (for
+/// log-probabilities), so a step copies kilobytes to the host; logits [batch, vocab] stays
+/// available for the samplers that need the whole distribution.
 ///
 /// Per layer: RMSNorm (fused with the residual add from the second norm on), one packed q/k/v
 /// projection, GroupQueryAttention with rotary embedding from cos/sin caches, the output
@@ -40,6 +68,19 @@ public sealed class DecoderGraph
     public const string PresentKeyPattern = "present.%d.key";
     public const string PresentValuePattern = "present.%d.value";
 
+    public const string CumulativeSequenceLength = "cumulative_sequence_length";
+    public const string PastSequenceLengths = "past_seqlens";
+    public const string BlockTable = "block_table";
+    public const string AttentionMetadata = "attention_metadata";
+    public const string KeyCachePattern = "key_cache.%d";
+    public const string ValueCachePattern = "value_cache.%d";
+    public const string KeyCacheOutPattern = "key_cache_out.%d";
+    public const string ValueCacheOutPattern = "value_cache_out.%d";
+    public const string NextToken = "next_token";
+    public const string TopLogits = "top_logits";
+    public const string TopIds = "top_ids";
+    public const string LogSumExp = "logsumexp";
+
     private readonly GraphBuilder _g;
     private readonly HfConfig _c;
     private readonly IWeightSource _w;
@@ -49,6 +90,8 @@ public sealed class DecoderGraph
 
     private readonly bool _allPositions;
     private readonly int _int4AccuracyLevel;
+    private readonly bool _paged;
+    private readonly int _topK;
 
     private DecoderGraph(GraphBuilder graph, HfConfig config, IWeightSource weights, BuildOptions options)
     {
@@ -56,7 +99,22 @@ public sealed class DecoderGraph
         _c = config;
         _w = weights;
         _precision = options.Precision;
-        _t = _precision == Precision.Fp16 ? DataType.Float16 : DataType.Float;
+        _t = _precision switch
+        {
+            Precision.Fp16 => DataType.Float16,
+            Precision.Bf16 => DataType.Bfloat16,
+            _ => DataType.Float,
+        };
+        _paged = options.Variant == GraphVariant.Paged;
+        if (_paged && _precision is not (Precision.Fp16 or Precision.Bf16))
+            throw new ModelBuildException($"the paged graph runs on CUDA in fp16 or bf16, not {_precision.ToString().ToLowerInvariant()}");
+        if (!_paged && _precision == Precision.Bf16)
+            throw new ModelBuildException("bf16 is for the paged graph (CUDA); the dense graph takes fp32, fp16 or int4");
+        if (_paged && options.LogitsForAllPositions)
+            throw new ModelBuildException("the paged graph returns logits for each sequence's last token only");
+        if (options.SamplingTopK < 1)
+            throw new ModelBuildException($"the top-k reduced in the graph must be at least 1, not {options.SamplingTopK}");
+        _topK = Math.Min(options.SamplingTopK, config.VocabSize);
         if (_precision == Precision.Int4)
         {
             _quantizer = options.Int4BlockSize is >= 16 && (options.Int4BlockSize & (options.Int4BlockSize - 1)) == 0
@@ -75,36 +133,9 @@ public sealed class DecoderGraph
     private void Write()
     {
         int h = _c.HiddenSize, heads = _c.NumAttentionHeads, kvHeads = _c.NumKeyValueHeads, hd = _c.HeadDim;
-
-        _g.Input(InputIds, DataType.Int64, "batch_size", "sequence_length");
-        _g.Input(AttentionMask, DataType.Int64, "batch_size", "total_sequence_length");
-        for (var i = 0; i < _c.NumHiddenLayers; i++)
-        {
-            _g.Input(LayerName(PastKeyPattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
-            _g.Input(LayerName(PastValuePattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
-        }
-        if (_allPositions)
-            _g.Output(Logits, DataType.Float, "batch_size", "sequence_length", _c.VocabSize);
-        else
-            _g.Output(Logits, DataType.Float, "batch_size", 1, _c.VocabSize);
-        for (var i = 0; i < _c.NumHiddenLayers; i++)
-        {
-            _g.Output(LayerName(PresentKeyPattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
-            _g.Output(LayerName(PresentValuePattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
-        }
-
-        // What GroupQueryAttention needs from the mask: each row's total length - 1 and the mask
-        // width. The last real position of a row in this step is min(length - 1, sequence - 1):
-        // the row's own last token when rows are right-padded fresh prompts, the last column otherwise.
         var one = _g.Int64Scalar("const/one", 1);
-        var axis1 = _g.Int64Constant("const/axis1", 1);
-        var maskSum = _g.Op("ReduceSum", "/mask/reduce_sum", [AttentionMask, axis1], "", Attr("keepdims", 0L));
-        var lastIndexInTotal = _g.Op("Sub", "/mask/seqlens_k_int64", [maskSum, one]);
-        var seqlensK = _g.Op("Cast", "/mask/seqlens_k", [lastIndexInTotal], "", Attr("to", (long)DataType.Int32));
-        var maskWidth = _g.Op("Gather", "/mask/width", [_g.Op("Shape", "/mask/shape", [AttentionMask]), one], "", Attr("axis", 0L));
-        var totalSequenceLength = _g.Op("Cast", "/mask/total_sequence_length", [maskWidth], "", Attr("to", (long)DataType.Int32));
-
         var (cos, sin) = RotaryCaches();
+        var attention = _paged ? DeclarePagedInputs(cos, sin) : DeclareDenseInputs(cos, sin, one);
 
         var embedding = _w.Read("model.embed_tokens.weight", [_c.VocabSize, h]);
         var embeddingName = WeightInitializer("model.embed_tokens.weight", embedding, _c.VocabSize, h);
@@ -132,12 +163,8 @@ public sealed class DecoderGraph
                     _w.Read($"{prefix}.self_attn.v_proj.bias", [kvHeads * hd]));
             }
             var qkv = Linear($"/{prefix}/attn/qkv_proj", $"{prefix}.self_attn.qkv_proj", x, qkvWeight, qkvRows, h, qkvBias);
-            var attention = _g.Node("GroupQueryAttention", $"/{prefix}/attn/GroupQueryAttention",
-                [qkv, "", "", LayerName(PastKeyPattern, layer), LayerName(PastValuePattern, layer), seqlensK, totalSequenceLength, cos, sin],
-                3, MicrosoftDomain,
-                [Attr("num_heads", (long)heads), Attr("kv_num_heads", (long)kvHeads), Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L), Attr("local_window_size", -1L)],
-                [$"/{prefix}/attn/GroupQueryAttention/output_0", LayerName(PresentKeyPattern, layer), LayerName(PresentValuePattern, layer)]);
-            pending = Linear($"/{prefix}/attn/o_proj", $"{prefix}.self_attn.o_proj", attention[0],
+            var attended = attention(layer, $"/{prefix}/attn", qkv);
+            pending = Linear($"/{prefix}/attn/o_proj", $"{prefix}.self_attn.o_proj", attended,
                 _w.Read($"{prefix}.self_attn.o_proj.weight", [h, heads * hd]), h, heads * hd, null);
 
             // SwiGLU MLP
@@ -154,17 +181,8 @@ public sealed class DecoderGraph
         }
         var normed = Norm("/model/norm", "model.norm.weight", ref residual, pending);
 
-        // Keep only the last position of each row before the vocabulary projection.
-        var last = normed;
-        if (!_allPositions)
-        {
-            var sequenceLength = _g.Op("Gather", "/ids/sequence_length", [_g.Op("Shape", "/ids/shape", [InputIds]), one], "", Attr("axis", 0L));
-            var lastColumn = _g.Op("Sub", "/ids/last_column", [sequenceLength, one]);
-            var lastPosition = _g.Op("Min", "/logits/last_position", [lastIndexInTotal, lastColumn]);
-            var index = _g.Op("Unsqueeze", "/logits/index", [lastPosition, _g.Int64Constant("const/axes12", 1, 2)]);
-            var expanded = _g.Op("Expand", "/logits/index_expanded", [index, _g.Int64Constant("const/hidden_shape", 1, 1, h)]);
-            last = _g.Op("GatherElements", "/logits/last_hidden", [normed, expanded], "", Attr("axis", 1L));
-        }
+        // Keep only the positions that are sampled before the vocabulary projection.
+        var last = _paged ? LastTokenOfEachSequence(normed) : _allPositions ? normed : LastPositionOfEachRow(normed, one);
 
         string logits;
         // Tied models use the embedding as the output projection, as Hugging Face does, even
@@ -172,12 +190,19 @@ public sealed class DecoderGraph
         if (_c.TieWordEmbeddings)
         {
             // Tied: multiply by the embedding matrix itself (Gemm with transB) instead of storing a transposed copy.
-            var flat = _g.Op("Reshape", "/lm_head/flatten", [last, _g.Int64Constant("const/flat_hidden", -1, h)]);
+            var flat = _paged ? last : _g.Op("Reshape", "/lm_head/flatten", [last, _g.Int64Constant("const/flat_hidden", -1, h)]);
             var product = _g.Op("Gemm", "/lm_head/Gemm", [flat, embeddingName], "", Attr("transB", 1L));
-            var rowShape = _allPositions
-                ? _g.Op("Concat", "/lm_head/logits_shape", [_g.Op("Slice", "/lm_head/batch_and_sequence", [_g.Op("Shape", "/lm_head/hidden_shape", [last]), _g.Int64Constant("const/zero1", 0), _g.Int64Constant("const/two1", 2)]), _g.Int64Constant("const/vocab1", _c.VocabSize)], "", Attr("axis", 0L))
-                : _g.Int64Constant("const/logits_shape", -1, 1, _c.VocabSize);
-            logits = _g.Op("Reshape", "/lm_head/unflatten", [product, rowShape]);
+            if (_paged)
+            {
+                logits = product;
+            }
+            else
+            {
+                var rowShape = _allPositions
+                    ? _g.Op("Concat", "/lm_head/logits_shape", [_g.Op("Slice", "/lm_head/batch_and_sequence", [_g.Op("Shape", "/lm_head/hidden_shape", [last]), _g.Int64Constant("const/zero1", 0), _g.Int64Constant("const/two1", 2)]), _g.Int64Constant("const/vocab1", _c.VocabSize)], "", Attr("axis", 0L))
+                    : _g.Int64Constant("const/logits_shape", -1, 1, _c.VocabSize);
+                logits = _g.Op("Reshape", "/lm_head/unflatten", [product, rowShape]);
+            }
         }
         else
         {
@@ -187,6 +212,116 @@ public sealed class DecoderGraph
             _g.Node("Identity", "/logits/Identity", [logits], outputNames: [Logits]);
         else
             _g.Node("Cast", "/logits/Cast", [logits], 1, "", [Attr("to", (long)DataType.Float)], [Logits]);
+        if (_paged)
+            ReduceLogitsForSampling();
+    }
+
+    private delegate string AttentionNode(int layer, string name, string qkv);
+
+    // Dense contract: input_ids/attention_mask [batch, ...], per-layer past/present KV; returns
+    // the GroupQueryAttention writer.
+    private AttentionNode DeclareDenseInputs(string cos, string sin, string one)
+    {
+        int kvHeads = _c.NumKeyValueHeads, hd = _c.HeadDim;
+        _g.Input(InputIds, DataType.Int64, "batch_size", "sequence_length");
+        _g.Input(AttentionMask, DataType.Int64, "batch_size", "total_sequence_length");
+        for (var i = 0; i < _c.NumHiddenLayers; i++)
+        {
+            _g.Input(LayerName(PastKeyPattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
+            _g.Input(LayerName(PastValuePattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
+        }
+        if (_allPositions)
+            _g.Output(Logits, DataType.Float, "batch_size", "sequence_length", _c.VocabSize);
+        else
+            _g.Output(Logits, DataType.Float, "batch_size", 1, _c.VocabSize);
+        for (var i = 0; i < _c.NumHiddenLayers; i++)
+        {
+            _g.Output(LayerName(PresentKeyPattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
+            _g.Output(LayerName(PresentValuePattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
+        }
+
+        // What GroupQueryAttention needs from the mask: each row's total length - 1 and the mask
+        // width. The last real position of a row in this step is min(length - 1, sequence - 1):
+        // the row's own last token when rows are right-padded fresh prompts, the last column otherwise.
+        var axis1 = _g.Int64Constant("const/axis1", 1);
+        var maskSum = _g.Op("ReduceSum", "/mask/reduce_sum", [AttentionMask, axis1], "", Attr("keepdims", 0L));
+        _lastIndexInTotal = _g.Op("Sub", "/mask/seqlens_k_int64", [maskSum, one]);
+        var seqlensK = _g.Op("Cast", "/mask/seqlens_k", [_lastIndexInTotal], "", Attr("to", (long)DataType.Int32));
+        var maskWidth = _g.Op("Gather", "/mask/width", [_g.Op("Shape", "/mask/shape", [AttentionMask]), one], "", Attr("axis", 0L));
+        var totalSequenceLength = _g.Op("Cast", "/mask/total_sequence_length", [maskWidth], "", Attr("to", (long)DataType.Int32));
+
+        return (layer, name, qkv) => _g.Node("GroupQueryAttention", $"{name}/GroupQueryAttention",
+            [qkv, "", "", LayerName(PastKeyPattern, layer), LayerName(PastValuePattern, layer), seqlensK, totalSequenceLength, cos, sin],
+            3, MicrosoftDomain,
+            [Attr("num_heads", (long)_c.NumAttentionHeads), Attr("kv_num_heads", (long)kvHeads), Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L), Attr("local_window_size", -1L)],
+            [$"{name}/GroupQueryAttention/output_0", LayerName(PresentKeyPattern, layer), LayerName(PresentValuePattern, layer)])[0];
+    }
+
+    private string? _lastIndexInTotal;
+
+    // The dense graph's last real position of each row: GatherElements along the sequence axis.
+    private string LastPositionOfEachRow(string normed, string one)
+    {
+        var sequenceLength = _g.Op("Gather", "/ids/sequence_length", [_g.Op("Shape", "/ids/shape", [InputIds]), one], "", Attr("axis", 0L));
+        var lastColumn = _g.Op("Sub", "/ids/last_column", [sequenceLength, one]);
+        var lastPosition = _g.Op("Min", "/logits/last_position", [_lastIndexInTotal!, lastColumn]);
+        var index = _g.Op("Unsqueeze", "/logits/index", [lastPosition, _g.Int64Constant("const/axes12", 1, 2)]);
+        var expanded = _g.Op("Expand", "/logits/index_expanded", [index, _g.Int64Constant("const/hidden_shape", 1, 1, _c.HiddenSize)]);
+        return _g.Op("GatherElements", "/logits/last_hidden", [normed, expanded], "", Attr("axis", 1L));
+    }
+
+    // Paged contract: packed tokens, sequence boundaries, block tables and the per-layer pools;
+    // returns the PagedAttention writer.
+    private AttentionNode DeclarePagedInputs(string cos, string sin)
+    {
+        int kvHeads = _c.NumKeyValueHeads, hd = _c.HeadDim;
+        _g.Input(InputIds, DataType.Int64, "num_tokens");
+        _g.Input(CumulativeSequenceLength, DataType.Int32, "batch_size_plus_one");
+        _g.Input(PastSequenceLengths, DataType.Int32, "batch_size");
+        _g.Input(BlockTable, DataType.Int32, "batch_size", "max_blocks_per_sequence");
+        _g.Input(AttentionMetadata, DataType.Int32, 2);
+        for (var i = 0; i < _c.NumHiddenLayers; i++)
+        {
+            _g.Input(LayerName(KeyCachePattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
+            _g.Input(LayerName(ValueCachePattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
+        }
+        _g.Output(NextToken, DataType.Int64, "batch_size");
+        _g.Output(TopLogits, DataType.Float, "batch_size", _topK);
+        _g.Output(TopIds, DataType.Int64, "batch_size", _topK);
+        _g.Output(LogSumExp, DataType.Float, "batch_size");
+        _g.Output(Logits, DataType.Float, "batch_size", _c.VocabSize);
+        for (var i = 0; i < _c.NumHiddenLayers; i++)
+        {
+            _g.Output(LayerName(KeyCacheOutPattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
+            _g.Output(LayerName(ValueCacheOutPattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
+        }
+
+        // Inputs 10-15 (slot mapping, sinks, q/k norms, cache scales) are not used by this family.
+        return (layer, name, qkv) => _g.Node("PagedAttention", $"{name}/PagedAttention",
+            [qkv, "", "", LayerName(KeyCachePattern, layer), LayerName(ValueCachePattern, layer),
+             CumulativeSequenceLength, PastSequenceLengths, BlockTable, cos, sin, "", "", "", "", "", "", AttentionMetadata],
+            3, MicrosoftDomain,
+            [Attr("num_heads", (long)_c.NumAttentionHeads), Attr("kv_num_heads", (long)kvHeads), Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L), Attr("local_window_size", -1L)],
+            [$"{name}/PagedAttention/output_0", LayerName(KeyCacheOutPattern, layer), LayerName(ValueCacheOutPattern, layer)])[0];
+    }
+
+    // Packed rows: sequence i's last token is row cumulative_sequence_length[i + 1] - 1.
+    private string LastTokenOfEachSequence(string normed)
+    {
+        var ends = _g.Op("Slice", "/sampled/ends", [CumulativeSequenceLength, _g.Int64Constant("const/one1", 1), _g.Int64Constant("const/end1", long.MaxValue)]);
+        var ends64 = _g.Op("Cast", "/sampled/ends_int64", [ends], "", Attr("to", (long)DataType.Int64));
+        var rows = _g.Op("Sub", "/sampled/rows", [ends64, _g.Int64Scalar("const/one_scalar", 1)]);
+        return _g.Op("Gather", "/sampled/hidden", [normed, rows], "", Attr("axis", 0L));
+    }
+
+    // What a sampler needs from [batch, vocab] float logits, computed on the device.
+    private void ReduceLogitsForSampling()
+    {
+        _g.Node("ArgMax", "/sampling/ArgMax", [Logits], 1, "", [Attr("axis", -1L), Attr("keepdims", 0L), Attr("select_last_index", 0L)], [NextToken]);
+        _g.Node("TopK", "/sampling/TopK", [Logits, _g.Int64Constant("const/top_k", _topK)], 2, "",
+            [Attr("axis", -1L), Attr("largest", 1L), Attr("sorted", 1L)], [TopLogits, TopIds]);
+        _g.Node("ReduceLogSumExp", "/sampling/ReduceLogSumExp", [Logits, _g.Int64Constant("const/last_axis", -1)], 1, "",
+            [Attr("keepdims", 0L)], [LogSumExp]);
     }
 
     // RMSNorm of residual + pending (fused into one SkipSimplifiedLayerNormalization once there
@@ -239,6 +374,8 @@ public sealed class DecoderGraph
     {
         if (_t == DataType.Float)
             return _g.Initializer<float>(name, DataType.Float, values, dims);
+        if (_t == DataType.Bfloat16)
+            return _g.Initializer<ushort>(name, DataType.Bfloat16, BFloat16Bits(values), dims);
         var halves = new Half[values.Length];
         System.Numerics.Tensors.TensorPrimitives.ConvertToHalf(values, halves);
         return _g.Initializer<Half>(name, DataType.Float16, halves, dims);
@@ -266,6 +403,20 @@ public sealed class DecoderGraph
             }
         }
         return (WeightInitializer("cos_cache", cos, positions, half), WeightInitializer("sin_cache", sin, positions, half));
+    }
+
+    /// <summary>bfloat16 bit patterns: the upper half of each float, rounded to nearest even.</summary>
+    public static ushort[] BFloat16Bits(ReadOnlySpan<float> values)
+    {
+        var bits = new ushort[values.Length];
+        for (var i = 0; i < values.Length; i++)
+        {
+            var f = BitConverter.SingleToUInt32Bits(values[i]);
+            bits[i] = float.IsNaN(values[i])
+                ? (ushort)((f >> 16) | 0x40) // keep it a NaN after dropping the low mantissa bits
+                : (ushort)((f + 0x7FFF + ((f >> 16) & 1)) >> 16);
+        }
+        return bits;
     }
 
     private static float[] Concat(params float[][] parts)

@@ -8,6 +8,12 @@ public sealed record BuildOptions
 {
     public Precision Precision { get; init; } = Precision.Fp32;
 
+    /// <summary>Dense (GroupQueryAttention, any provider) or paged (PagedAttention, CUDA).</summary>
+    public GraphVariant Variant { get; init; } = GraphVariant.Dense;
+
+    /// <summary>The paged graph returns this many largest logits per sequence (sorted) for sampling on the host.</summary>
+    public int SamplingTopK { get; init; } = 64;
+
     /// <summary>Block size along the input dimension for int4 quantization.</summary>
     public int Int4BlockSize { get; init; } = 32;
 
@@ -28,7 +34,7 @@ public sealed record BuildOptions
 }
 
 /// <summary>
-/// Writes a model folder in the dense graph contract (model.onnx with its weights in
+/// Writes a model folder in the dense or the paged graph contract (model.onnx with its weights in
 /// model.onnx.data, genai_config.json, the tokenizer files) from a Hugging Face folder or from a
 /// config with random weights. Everything is written into a temporary folder beside the target
 /// and moved into place at the end, so a failed build leaves nothing half-written.
@@ -72,7 +78,7 @@ public static class DecoderModelBuilder
         try
         {
             WriteGraph(config, weights, staging, options);
-            File.WriteAllText(Path.Combine(staging, ModelFolder.ConfigFileName), CreateGenaiConfig(config).ToJson());
+            File.WriteAllText(Path.Combine(staging, ModelFolder.ConfigFileName), CreateGenaiConfig(config, options.Variant).ToJson());
             if (tokenizerFolder is not null)
             {
                 foreach (var name in TokenizerFiles)
@@ -137,8 +143,9 @@ public static class DecoderModelBuilder
         model.WriteTo(output);
     }
 
-    public static GenaiConfig CreateGenaiConfig(HfConfig config)
+    public static GenaiConfig CreateGenaiConfig(HfConfig config, GraphVariant variant = GraphVariant.Dense)
     {
+        var paged = variant == GraphVariant.Paged;
         var eos = config.EosTokenIds.Length > 0 ? config.EosTokenIds : [0];
         return new GenaiConfig
         {
@@ -158,19 +165,42 @@ public static class DecoderModelBuilder
                     NumAttentionHeads = config.NumAttentionHeads,
                     NumHiddenLayers = config.NumHiddenLayers,
                     NumKeyValueHeads = config.NumKeyValueHeads,
-                    Inputs = new GenaiDecoderInputs
-                    {
-                        InputIds = DecoderGraph.InputIds,
-                        AttentionMask = DecoderGraph.AttentionMask,
-                        PastKeyNames = DecoderGraph.PastKeyPattern,
-                        PastValueNames = DecoderGraph.PastValuePattern,
-                    },
-                    Outputs = new GenaiDecoderOutputs
-                    {
-                        Logits = DecoderGraph.Logits,
-                        PresentKeyNames = DecoderGraph.PresentKeyPattern,
-                        PresentValueNames = DecoderGraph.PresentValuePattern,
-                    },
+                    Inputs = paged
+                        ? new GenaiDecoderInputs
+                        {
+                            InputIds = DecoderGraph.InputIds,
+                            AttentionMask = null,
+                            PastKeyNames = DecoderGraph.KeyCachePattern,
+                            PastValueNames = DecoderGraph.ValueCachePattern,
+                            CumulativeSequenceLength = DecoderGraph.CumulativeSequenceLength,
+                            PastSequenceLengths = DecoderGraph.PastSequenceLengths,
+                            BlockTable = DecoderGraph.BlockTable,
+                            AttentionMetadata = DecoderGraph.AttentionMetadata,
+                        }
+                        : new GenaiDecoderInputs
+                        {
+                            InputIds = DecoderGraph.InputIds,
+                            AttentionMask = DecoderGraph.AttentionMask,
+                            PastKeyNames = DecoderGraph.PastKeyPattern,
+                            PastValueNames = DecoderGraph.PastValuePattern,
+                        },
+                    Outputs = paged
+                        ? new GenaiDecoderOutputs
+                        {
+                            Logits = DecoderGraph.Logits,
+                            PresentKeyNames = DecoderGraph.KeyCacheOutPattern,
+                            PresentValueNames = DecoderGraph.ValueCacheOutPattern,
+                            NextToken = DecoderGraph.NextToken,
+                            TopLogits = DecoderGraph.TopLogits,
+                            TopIds = DecoderGraph.TopIds,
+                            LogSumExp = DecoderGraph.LogSumExp,
+                        }
+                        : new GenaiDecoderOutputs
+                        {
+                            Logits = DecoderGraph.Logits,
+                            PresentKeyNames = DecoderGraph.PresentKeyPattern,
+                            PresentValueNames = DecoderGraph.PresentValuePattern,
+                        },
                 },
             },
             Search = new GenaiSearchSection { MaxLength = config.MaxPositionEmbeddings },

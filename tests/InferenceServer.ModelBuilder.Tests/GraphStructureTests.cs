@@ -7,22 +7,22 @@ using DataType = InferenceServer.ModelBuilder.Onnx.TensorProto.Types.DataType;
 
 namespace InferenceServer.ModelBuilder.Tests;
 
-/// <summary>The oracle fixtures converted once per precision, shared by the tests of a class.</summary>
+/// <summary>The oracle fixtures converted once per precision and graph variant, shared by the tests of a class.</summary>
 public sealed class BuiltModels : IDisposable
 {
     private readonly TempFolder _temp = new();
-    private readonly Dictionary<(string Fixture, Precision Precision), string> _folders = [];
+    private readonly Dictionary<(string Fixture, Precision Precision, GraphVariant Variant), string> _folders = [];
     private readonly Lock _lock = new();
 
-    public string Folder(string fixture, Precision precision)
+    public string Folder(string fixture, Precision precision, GraphVariant variant = GraphVariant.Dense)
     {
         lock (_lock)
         {
-            if (!_folders.TryGetValue((fixture, precision), out var folder))
+            if (!_folders.TryGetValue((fixture, precision, variant), out var folder))
             {
-                folder = _temp.Combine($"{fixture}-{precision}");
-                DecoderModelBuilder.BuildFromHuggingFace(TestPaths.Oracle(fixture), folder, new BuildOptions { Precision = precision });
-                _folders.Add((fixture, precision), folder);
+                folder = _temp.Combine($"{fixture}-{precision}-{variant}");
+                DecoderModelBuilder.BuildFromHuggingFace(TestPaths.Oracle(fixture), folder, new BuildOptions { Precision = precision, Variant = variant });
+                _folders.Add((fixture, precision, variant), folder);
             }
             return folder;
         }
@@ -338,7 +338,7 @@ public sealed class GraphStructureTests(BuiltModels models) : IClassFixture<Buil
         Assert.Equal(decoder.HiddenSize, model.Initializer("model.embed_tokens.weight").Dims[1]);
 
         // Its input and output names, with %d filled in, are the graph's.
-        List<string> inputs = [decoder.Inputs.InputIds, decoder.Inputs.AttentionMask];
+        List<string> inputs = [decoder.Inputs.InputIds, decoder.Inputs.AttentionMask!];
         List<string> outputs = [decoder.Outputs.Logits];
         for (var i = 0; i < decoder.NumHiddenLayers; i++)
         {

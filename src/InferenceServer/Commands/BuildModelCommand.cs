@@ -13,15 +13,18 @@ internal static class BuildModelCommand
         var tokenizer = new Option<string?>("--tokenizer") { Description = "With --random-config: a folder whose tokenizer files are copied into the model." };
         var seed = new Option<ulong>("--seed") { Description = "With --random-config: the random seed.", DefaultValueFactory = _ => 1 };
         var output = new Option<string>("--output", "-o") { Description = "The model folder to write.", Required = true };
-        var precision = new Option<string>("--precision", "-p") { Description = "fp32 (CPU default), fp16 (GPU) or int4 (4-bit weights, MatMulNBits).", DefaultValueFactory = _ => "fp32" };
-        precision.AcceptOnlyFromAmong("fp32", "fp16", "int4");
+        var precision = new Option<string>("--precision", "-p") { Description = "fp32 (CPU default), fp16 (GPU), bf16 (GPU, paged graph only) or int4 (4-bit weights, MatMulNBits).", DefaultValueFactory = _ => "fp32" };
+        precision.AcceptOnlyFromAmong("fp32", "fp16", "bf16", "int4");
+        var graph = new Option<string>("--graph") { Description = "dense (GroupQueryAttention, any device; the CPU path) or paged (PagedAttention over a block pool; CUDA, fp16 or bf16).", DefaultValueFactory = _ => "dense" };
+        graph.AcceptOnlyFromAmong("dense", "paged");
+        var topK = new Option<int>("--sampling-top-k") { Description = "Paged graph: how many largest logits per sequence it returns for sampling.", DefaultValueFactory = _ => 64 };
         var blockSize = new Option<int>("--int4-block-size") { Description = "Quantization block size for int4.", DefaultValueFactory = _ => 32 };
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output folder if it exists." };
 
         var command = new Command("build-model",
             "Convert a Hugging Face LlamaForCausalLM or Qwen2ForCausalLM model to an ONNX model folder the server loads.")
         {
-            input, randomConfig, tokenizer, seed, output, precision, blockSize, overwrite,
+            input, randomConfig, tokenizer, seed, output, precision, graph, topK, blockSize, overwrite,
         };
         command.Validators.Add(result =>
         {
@@ -35,9 +38,12 @@ internal static class BuildModelCommand
                 Precision = parseResult.GetValue(precision) switch
                 {
                     "fp16" => Precision.Fp16,
+                    "bf16" => Precision.Bf16,
                     "int4" => Precision.Int4,
                     _ => Precision.Fp32,
                 },
+                Variant = parseResult.GetValue(graph) == "paged" ? GraphVariant.Paged : GraphVariant.Dense,
+                SamplingTopK = parseResult.GetValue(topK),
                 Int4BlockSize = parseResult.GetValue(blockSize),
                 Overwrite = parseResult.GetValue(overwrite),
             };
