@@ -1,0 +1,391 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace InferenceServer.Model;
+
+/// <summary>How a <see cref="PagedCudaRunner"/> sizes its block pool and its step buffers.</summary>
+public sealed record PagedRunnerOptions
+{
+    public int DeviceId { get; init; }
+
+    /// <summary>Tokens per KV block (the pools' second axis).</summary>
+    public int BlockTokens { get; init; } = 16;
+
+    /// <summary>Share of the GPU memory still free after the weights are loaded that the KV pools take.</summary>
+    public double KvMemoryFraction { get; init; } = 0.9;
+
+    /// <summary>Blocks per layer pool; 0 sizes the pool from <see cref="KvMemoryFraction"/>.</summary>
+    public int KvBlocks { get; init; }
+
+    /// <summary>Sequences one step can carry (rows of the block table).</summary>
+    public int MaxSequences { get; init; } = 256;
+
+    /// <summary>New tokens one step can carry, all sequences together (prefill chunks and decodes).</summary>
+    public int MaxStepTokens { get; init; } = 8192;
+
+    /// <summary>Longest sequence (prompt and completion); 0 means the model's context length.</summary>
+    public int MaxSequenceLength { get; init; }
+}
+
+/// <summary>One sequence of a paged step: KV for <see cref="PastLength"/> tokens is in its blocks; <see cref="TokenCount"/> new ones follow.</summary>
+public readonly record struct PagedRow(int PastLength, int TokenCount);
+
+/// <summary>
+/// Runs the paged decoder graph on ONNX Runtime's CUDA provider: one run per engine iteration
+/// for any mix of prefill chunks and decodes. The KV pools (one key and one value pool per
+/// layer, [blocks, block_tokens, kv_heads, head_dim]) live on the device, allocated once and
+/// bound as both the input and the aliased output of every step, so PagedAttention writes new
+/// keys in place. The step's metadata (packed token ids, sequence boundaries, past lengths,
+/// block table) is written into pinned host buffers that the provider copies in; what comes back
+/// is the graph's reduced sampling outputs (argmax, top-k, logsumexp), or the whole logits rows
+/// when a sampler needs them. Block tables come from the caller's KV manager: block ids index
+/// the pools' first axis.
+/// </summary>
+public sealed unsafe class PagedCudaRunner : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly RunOptions _runOptions = new();
+    // Two bindings over the same pools: the usual one brings back only the reduced outputs, the
+    // other the whole logits rows too. Step inputs are rebound on the one used.
+    private readonly OrtIoBinding _reduced, _withLogits;
+    private readonly GenaiDecoderSection _decoder;
+    private readonly OrtMemoryInfo _pinnedInfo;
+    private readonly OrtAllocator _deviceAllocator;
+    private readonly OrtAllocator _pinnedAllocator;
+    private readonly List<OrtValue> _owned = [];
+    private readonly OrtValue[] _keyPools, _valuePools;
+    private readonly string _inputIds, _cumulative, _past, _blockTable, _metadata;
+    private readonly string _nextToken, _topLogits, _topIds, _logSumExp, _logits;
+
+    // Pinned host buffers, sized for the largest step; each step binds views of its own shape.
+    private readonly nint _ids, _cumulativeLengths, _pastLengths, _table, _metadataValues;
+    private readonly nint _nextTokens, _topLogitValues, _topIdValues, _logSumExps, _logitRows;
+    private bool _disposed;
+
+    public ModelFolder Folder { get; }
+    public int VocabSize { get; }
+    public int LayerCount { get; }
+    public int BlockTokens { get; }
+    public int KvBlocks { get; }
+    public int MaxBlocksPerSequence { get; }
+    public int MaxSequences { get; }
+    public int MaxStepTokens { get; }
+    public int Capacity { get; }
+
+    /// <summary>How many largest logits per sequence the graph returns.</summary>
+    public int TopK { get; }
+
+    public TensorElementType KvElementType { get; }
+    public long KvBytesPerToken { get; }
+
+    public PagedCudaRunner(ModelFolder folder, PagedRunnerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(folder);
+        ArgumentNullException.ThrowIfNull(options);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.BlockTokens);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxSequences);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(options.MaxStepTokens);
+        Folder = folder;
+        var model = folder.Config.Model;
+        _decoder = model.Decoder;
+        if (!_decoder.IsPaged)
+            throw new ModelLoadException($"{folder.Path}: the CUDA runner needs the paged graph; build it with build-model --graph paged --precision fp16 (or bf16)");
+        VocabSize = model.VocabSize;
+        LayerCount = _decoder.NumHiddenLayers;
+        BlockTokens = options.BlockTokens;
+        Capacity = options.MaxSequenceLength > 0 ? Math.Min(options.MaxSequenceLength, model.ContextLength) : model.ContextLength;
+        MaxBlocksPerSequence = (Capacity + BlockTokens - 1) / BlockTokens;
+        MaxSequences = options.MaxSequences;
+        MaxStepTokens = Math.Max(options.MaxStepTokens, options.MaxSequences);
+        var inputs = _decoder.Inputs;
+        var outputs = _decoder.Outputs;
+        _inputIds = inputs.InputIds;
+        _cumulative = inputs.CumulativeSequenceLength!;
+        _past = inputs.PastSequenceLengths ?? throw Missing(folder, "past_sequence_lengths");
+        _blockTable = inputs.BlockTable!;
+        _metadata = inputs.AttentionMetadata ?? throw Missing(folder, "attention_metadata");
+        _nextToken = outputs.NextToken ?? throw Missing(folder, "next_token");
+        _topLogits = outputs.TopLogits ?? throw Missing(folder, "top_logits");
+        _topIds = outputs.TopIds ?? throw Missing(folder, "top_ids");
+        _logSumExp = outputs.LogSumExp ?? throw Missing(folder, "logsumexp");
+        _logits = outputs.Logits;
+
+        using var sessionOptions = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            LogId = _decoder.SessionOptions.LogId,
+        };
+        try
+        {
+            using var cuda = new OrtCUDAProviderOptions();
+            cuda.UpdateOptions(new Dictionary<string, string>
+            {
+                ["device_id"] = options.DeviceId.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                // The pools are allocated once, at their full size: no arena growth to race.
+                ["arena_extend_strategy"] = "kSameAsRequested",
+            });
+            sessionOptions.AppendExecutionProvider_CUDA(cuda);
+        }
+        catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException)
+        {
+            throw new ModelLoadException(
+                $"ONNX Runtime's CUDA execution provider is not available here ({e.Message}); it needs a build with -p:OrtCuda=true, an NVIDIA GPU and the CUDA 13 runtime libraries", e);
+        }
+        try
+        {
+            _session = new InferenceSession(folder.DecoderPath, sessionOptions);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelLoadException($"{folder.DecoderPath}: ONNX Runtime cannot load the graph on CUDA: {e.Message}", e);
+        }
+
+        try
+        {
+            var kvInput = LayerName(inputs.PastKeyNames, 0);
+            KvElementType = _session.InputMetadata.TryGetValue(kvInput, out var kvMeta)
+                ? kvMeta.ElementDataType
+                : throw Missing(folder, kvInput);
+            var kvElementSize = KvElementType is TensorElementType.Float16 or TensorElementType.BFloat16 ? 2 : 4;
+            long blockBytes = (long)BlockTokens * _decoder.NumKeyValueHeads * _decoder.HeadSize * kvElementSize;
+            KvBytesPerToken = 2L * LayerCount * _decoder.NumKeyValueHeads * _decoder.HeadSize * kvElementSize;
+            TopK = (int)_session.OutputMetadata[_topLogits].Dimensions[^1];
+
+            var cudaInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
+            _pinnedInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA_PINNED, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.CpuOutput);
+            _deviceAllocator = new OrtAllocator(_session, cudaInfo);
+            _pinnedAllocator = new OrtAllocator(_session, _pinnedInfo);
+
+            KvBlocks = options.KvBlocks > 0 ? options.KvBlocks : BlocksThatFit(options, blockBytes);
+            if (KvBlocks < MaxBlocksPerSequence)
+                throw new ModelLoadException($"{folder.Path}: the KV pool holds {KvBlocks} blocks of {BlockTokens} tokens, less than one sequence of {Capacity} tokens needs");
+            _keyPools = new OrtValue[LayerCount];
+            _valuePools = new OrtValue[LayerCount];
+            long[] poolShape = [KvBlocks, BlockTokens, _decoder.NumKeyValueHeads, _decoder.HeadSize];
+            for (var layer = 0; layer < LayerCount; layer++)
+            {
+                _keyPools[layer] = Own(OrtValue.CreateAllocatedTensorValue(_deviceAllocator, KvElementType, poolShape));
+                _valuePools[layer] = Own(OrtValue.CreateAllocatedTensorValue(_deviceAllocator, KvElementType, poolShape));
+            }
+
+            _ids = Pinned(TensorElementType.Int64, MaxStepTokens);
+            _cumulativeLengths = Pinned(TensorElementType.Int32, MaxSequences + 1);
+            _pastLengths = Pinned(TensorElementType.Int32, MaxSequences);
+            _table = Pinned(TensorElementType.Int32, (long)MaxSequences * MaxBlocksPerSequence);
+            _nextTokens = Pinned(TensorElementType.Int64, MaxSequences);
+            _topLogitValues = Pinned(TensorElementType.Float, (long)MaxSequences * TopK);
+            _topIdValues = Pinned(TensorElementType.Int64, (long)MaxSequences * TopK);
+            _logSumExps = Pinned(TensorElementType.Float, MaxSequences);
+            _logitRows = Pinned(TensorElementType.Float, (long)MaxSequences * VocabSize);
+            // attention_metadata is read on the host by the kernel: plain CPU memory.
+            var metadata = Own(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Int32, [2]));
+            _metadataValues = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(metadata.GetTensorMutableRawData()));
+
+            _reduced = _session.CreateIoBinding();
+            _withLogits = _session.CreateIoBinding();
+            foreach (var binding in new[] { _reduced, _withLogits })
+            {
+                for (var layer = 0; layer < LayerCount; layer++)
+                {
+                    binding.BindInput(LayerName(inputs.PastKeyNames, layer), _keyPools[layer]);
+                    binding.BindInput(LayerName(inputs.PastValueNames, layer), _valuePools[layer]);
+                    binding.BindOutput(LayerName(outputs.PresentKeyNames, layer), _keyPools[layer]);
+                    binding.BindOutput(LayerName(outputs.PresentValueNames, layer), _valuePools[layer]);
+                }
+                binding.BindInput(_metadata, metadata);
+            }
+        }
+        catch
+        {
+            Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Runs one step. <paramref name="tokens"/> holds each row's new tokens, row after row;
+    /// <paramref name="blockTable"/> holds each row's block ids, <paramref name="tableWidth"/> per
+    /// row (the first ceil((past + new) / block_tokens) of each row are read). With
+    /// <paramref name="withLogits"/> the whole logits row of each sequence's last token is copied
+    /// back as well.
+    /// </summary>
+    public PagedStepResult Step(scoped ReadOnlySpan<PagedRow> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> blockTable, int tableWidth, bool withLogits = false)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        var batch = rows.Length;
+        if (batch == 0 || batch > MaxSequences)
+            throw new ArgumentOutOfRangeException(nameof(rows), $"a step carries 1 to {MaxSequences} sequences, not {batch}");
+        if (tokens.Length == 0 || tokens.Length > MaxStepTokens)
+            throw new ArgumentOutOfRangeException(nameof(tokens), $"a step carries 1 to {MaxStepTokens} tokens, not {tokens.Length}");
+        if (tableWidth <= 0 || tableWidth > MaxBlocksPerSequence || blockTable.Length != batch * tableWidth)
+            throw new ArgumentOutOfRangeException(nameof(blockTable), $"the block table must be {batch} rows of 1 to {MaxBlocksPerSequence} blocks");
+
+        var ids = new Span<long>((void*)_ids, tokens.Length);
+        var cumulative = new Span<int>((void*)_cumulativeLengths, batch + 1);
+        var past = new Span<int>((void*)_pastLengths, batch);
+        int total = 0, longestQuery = 0, longestKv = 0;
+        cumulative[0] = 0;
+        for (var i = 0; i < batch; i++)
+        {
+            var row = rows[i];
+            var length = row.PastLength + row.TokenCount;
+            if (row.TokenCount <= 0 || row.PastLength < 0 || length > Capacity || (length + BlockTokens - 1) / BlockTokens > tableWidth)
+                throw new ArgumentOutOfRangeException(nameof(rows), $"row {i}: {row.PastLength} past + {row.TokenCount} new tokens does not fit its {tableWidth} blocks or the capacity {Capacity}");
+            total += row.TokenCount;
+            cumulative[i + 1] = total;
+            past[i] = row.PastLength;
+            longestQuery = Math.Max(longestQuery, row.TokenCount);
+            longestKv = Math.Max(longestKv, length);
+        }
+        if (total != tokens.Length)
+            throw new ArgumentException($"the rows add up to {total} new tokens; {tokens.Length} were given", nameof(tokens));
+        for (var i = 0; i < tokens.Length; i++)
+            ids[i] = tokens[i];
+        foreach (var block in blockTable)
+        {
+            if ((uint)block >= (uint)KvBlocks)
+                throw new ArgumentOutOfRangeException(nameof(blockTable), $"block {block} is outside the pool of {KvBlocks}");
+        }
+        blockTable.CopyTo(new Span<int>((void*)_table, blockTable.Length));
+        var metadata = new Span<int>((void*)_metadataValues, 2);
+        metadata[0] = longestQuery;
+        metadata[1] = longestKv;
+
+        // Views of this step's shapes over the fixed pinned buffers; binding replaces the last step's.
+        using var idsValue = View(TensorElementType.Int64, [tokens.Length], _ids);
+        using var cumulativeValue = View(TensorElementType.Int32, [batch + 1], _cumulativeLengths);
+        using var pastValue = View(TensorElementType.Int32, [batch], _pastLengths);
+        using var tableValue = View(TensorElementType.Int32, [batch, tableWidth], _table);
+        using var nextValue = View(TensorElementType.Int64, [batch], _nextTokens);
+        using var topLogitsValue = View(TensorElementType.Float, [batch, TopK], _topLogitValues);
+        using var topIdsValue = View(TensorElementType.Int64, [batch, TopK], _topIdValues);
+        using var logSumExpValue = View(TensorElementType.Float, [batch], _logSumExps);
+        using var logitsValue = View(TensorElementType.Float, [batch, VocabSize], _logitRows);
+        var binding = withLogits ? _withLogits : _reduced;
+        binding.BindInput(_inputIds, idsValue);
+        binding.BindInput(_cumulative, cumulativeValue);
+        binding.BindInput(_past, pastValue);
+        binding.BindInput(_blockTable, tableValue);
+        binding.BindOutput(_nextToken, nextValue);
+        binding.BindOutput(_topLogits, topLogitsValue);
+        binding.BindOutput(_topIds, topIdsValue);
+        binding.BindOutput(_logSumExp, logSumExpValue);
+        // Unbound, the whole logits stay on the device (they are computed for the reductions anyway).
+        if (withLogits)
+            binding.BindOutput(_logits, logitsValue);
+        _session.RunWithBinding(_runOptions, binding);
+        binding.SynchronizeBoundOutputs();
+
+        return new PagedStepResult(
+            new ReadOnlySpan<long>((void*)_nextTokens, batch),
+            new ReadOnlySpan<float>((void*)_topLogitValues, batch * TopK),
+            new ReadOnlySpan<long>((void*)_topIdValues, batch * TopK),
+            new ReadOnlySpan<float>((void*)_logSumExps, batch),
+            withLogits ? new ReadOnlySpan<float>((void*)_logitRows, batch * VocabSize) : default,
+            TopK);
+    }
+
+    public void Dispose()
+    {
+        if (_disposed)
+            return;
+        _disposed = true;
+        _reduced?.Dispose();
+        _withLogits?.Dispose();
+        for (var i = _owned.Count - 1; i >= 0; i--)
+            _owned[i].Dispose();
+        _pinnedAllocator?.Dispose();
+        _deviceAllocator?.Dispose();
+        _pinnedInfo?.Dispose();
+        _runOptions.Dispose();
+        _session?.Dispose();
+    }
+
+    private int BlocksThatFit(PagedRunnerOptions options, long blockBytes)
+    {
+        if (options.KvMemoryFraction is <= 0 or > 1)
+            throw new ArgumentOutOfRangeException(nameof(options), $"KvMemoryFraction must be in (0, 1], not {options.KvMemoryFraction}");
+        var free = CudaRuntime.FreeBytes(options.DeviceId);
+        // A key and a value pool per layer.
+        var blocks = (long)(free * options.KvMemoryFraction) / (2 * LayerCount * blockBytes);
+        return (int)Math.Min(blocks, int.MaxValue);
+    }
+
+    private OrtValue Own(OrtValue value)
+    {
+        _owned.Add(value);
+        return value;
+    }
+
+    private nint Pinned(TensorElementType type, long elements)
+    {
+        var value = Own(OrtValue.CreateAllocatedTensorValue(_pinnedAllocator, type, [elements]));
+        return (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(value.GetTensorMutableRawData()));
+    }
+
+    private OrtValue View(TensorElementType type, long[] shape, nint pointer)
+    {
+        long elements = 1;
+        foreach (var d in shape)
+            elements *= d;
+        var size = type is TensorElementType.Int64 ? 8 : 4;
+        return OrtValue.CreateTensorValueWithData(_pinnedInfo, type, shape, pointer, elements * size);
+    }
+
+    private static string LayerName(string pattern, int layer) =>
+        pattern.Replace("%d", layer.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+
+    private static ModelLoadException Missing(ModelFolder folder, string name) =>
+        new($"{folder.Path}: genai_config.json or the graph lacks '{name}', which the paged contract has");
+}
+
+/// <summary>
+/// What a paged step brings back, per sequence (row order): the argmax token, the top-k logits
+/// (descending) and their ids, logsumexp over the vocabulary (log-probability = logit -
+/// logsumexp), and the whole logits row when asked for. Valid until the next step.
+/// </summary>
+public readonly ref struct PagedStepResult(
+    ReadOnlySpan<long> nextTokens, ReadOnlySpan<float> topLogits, ReadOnlySpan<long> topIds,
+    ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> logits, int topK)
+{
+    public ReadOnlySpan<long> NextTokens { get; } = nextTokens;
+    public ReadOnlySpan<float> TopLogits { get; } = topLogits;
+    public ReadOnlySpan<long> TopIds { get; } = topIds;
+    public ReadOnlySpan<float> LogSumExp { get; } = logSumExp;
+    public ReadOnlySpan<float> Logits { get; } = logits;
+    public int TopK { get; } = topK;
+}
+
+/// <summary>The one CUDA runtime call the runner needs that ONNX Runtime does not expose: free device memory.</summary>
+internal static partial class CudaRuntime
+{
+    private const string Library = "libcudart.so.13";
+
+    [LibraryImport(Library)]
+    private static partial int cudaSetDevice(int device);
+
+    [LibraryImport(Library)]
+    private static partial int cudaMemGetInfo(out nuint free, out nuint total);
+
+    public static long FreeBytes(int device)
+    {
+        try
+        {
+            Check(cudaSetDevice(device), "cudaSetDevice");
+            Check(cudaMemGetInfo(out var free, out _), "cudaMemGetInfo");
+            return (long)free;
+        }
+        catch (DllNotFoundException e)
+        {
+            throw new ModelLoadException($"{Library} was not found: the CUDA 13 runtime is needed to size the KV pool (or give KvBlocks)", e);
+        }
+    }
+
+    private static void Check(int status, string call)
+    {
+        if (status != 0)
+            throw new ModelLoadException($"{call} failed with CUDA error {status}");
+    }
+}
