@@ -73,10 +73,12 @@ def causal_attention(q, k, v):
     # torch 2 has a fused kernel; Debian's torch 1.13 (the CPU recipe) does not.
     if hasattr(F, "scaled_dot_product_attention"):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    # Scaling q rather than the scores and adding the mask in place keep the passes over
+    # the t x t scores to the two that matter (matmul and softmax) on a CPU.
     t = q.shape[-2]
-    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    mask = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
-    return scores.masked_fill(mask, float("-inf")).softmax(-1) @ v
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-1, -2)
+    scores.add_(torch.full((t, t), float("-inf"), device=q.device).triu(1))
+    return scores.softmax(-1) @ v
 
 
 class Attention(nn.Module):
@@ -98,8 +100,9 @@ class Attention(nn.Module):
         q = q * cos + rotate_half(q) * sin
         k = k * cos + rotate_half(k) * sin
         groups = c.num_attention_heads // c.num_key_value_heads
-        k = k.repeat_interleave(groups, dim=1)
-        v = v.repeat_interleave(groups, dim=1)
+        # expand + reshape rather than repeat_interleave: its backward is a plain sum.
+        k = k[:, :, None].expand(b, c.num_key_value_heads, groups, t, c.head_dim).reshape(b, -1, t, c.head_dim)
+        v = v[:, :, None].expand(b, c.num_key_value_heads, groups, t, c.head_dim).reshape(b, -1, t, c.head_dim)
         y = causal_attention(q, k, v)
         return self.o_proj(y.transpose(1, 2).reshape(b, t, -1))
 

@@ -8,6 +8,9 @@ tokenizer.json) that `inference-server build-model` turns into a served ONNX fol
 
     /usr/bin/python3 models/recipe/train.py --out models/local/minicoder-hf            # CPU
     python3 models/recipe/train.py --device cuda --size gpu --out /tmp/minicoder-hf   # GPU
+
+--resume FOLDER carries on training a folder this script wrote (same tokenizer and
+architecture, a new warm-up and decay), so a CPU budget can be spent in several runs.
 """
 import argparse
 import json
@@ -38,6 +41,8 @@ VOCAB_SIZE = 8192
 CONTEXT_LENGTH = 1024
 CHUNK_CHARS = 1800
 FIM_RATE = 0.5
+# Fixed, so that runs with other seeds (a resumed run, say) report comparable losses.
+VALIDATION_SEED = 1235
 
 
 def chunks(text: str, max_chars: int):
@@ -119,6 +124,23 @@ def save_safetensors(path: str, tensors: dict[str, torch.Tensor]) -> None:
             out.write(blob)
 
 
+def load_safetensors(path: str) -> dict[str, torch.Tensor]:
+    """The float32 files save_safetensors writes."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        data = f.read()
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if entry["dtype"] != "F32":
+            raise ValueError(f"{path}: {name} is {entry['dtype']}; only F32 is read")
+        start, end = entry["data_offsets"]
+        tensors[name] = torch.frombuffer(bytearray(data[start:end]), dtype=torch.float32).reshape(entry["shape"])
+    return tensors
+
+
 def save_hf_folder(out: str, model, config: LlamaConfig, tokenizer: dict, summary: dict) -> None:
     os.makedirs(out, exist_ok=True)
     save_safetensors(os.path.join(out, "model.safetensors"), model.state_dict())
@@ -137,6 +159,8 @@ def main() -> None:
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--size", choices=sorted(SIZES), default=None, help="model and schedule (default: gpu on cuda, cpu otherwise)")
     ap.add_argument("--tokens", type=int, default=None, help="training tokens (default: the size's budget)")
+    ap.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the size's)")
+    ap.add_argument("--resume", default=None, help="folder written by this script to carry on training from")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
@@ -155,15 +179,29 @@ def main() -> None:
     val_texts = [t for _, t in corpus.load_texts(args.source, files, "validation")]
     log(f"corpus: {len(train_texts)} train files, {len(val_texts)} validation files from {args.source}")
 
-    vocab, merges = bpe.train(train_texts, VOCAB_SIZE, log=log)
+    earlier = []
+    if args.resume:
+        # Same tokenizer and architecture as the run being carried on; its record is kept.
+        encoder = bpe.Encoder.from_file(os.path.join(args.resume, "tokenizer.json"))
+        vocab, merges = encoder.vocab, list(encoder.ranks)
+        fields = set(LlamaConfig.__dataclass_fields__)
+        config = LlamaConfig(**{k: v for k, v in json.load(open(os.path.join(args.resume, "config.json"))).items() if k in fields})
+        record = json.load(open(os.path.join(args.resume, "training.json")))
+        earlier = record.pop("earlier_runs", []) + [record]
+    else:
+        vocab, merges = bpe.train(train_texts, VOCAB_SIZE, log=log)
+        encoder = bpe.Encoder(vocab, merges)
+        config = LlamaConfig(vocab_size=len(vocab), max_position_embeddings=CONTEXT_LENGTH,
+                             bos_token_id=vocab[bpe.END_OF_TEXT], eos_token_id=vocab[bpe.END_OF_TEXT], **size["model"])
     tokenizer = bpe.tokenizer_json(vocab, merges)
-    encoder = bpe.Encoder(vocab, merges)
 
     seq, batch = size["seq"], size["batch"]
-    val = windows(token_stream(val_texts, encoder, seed=args.seed + 1), seq)
-    config = LlamaConfig(vocab_size=len(vocab), max_position_embeddings=CONTEXT_LENGTH,
-                         bos_token_id=vocab[bpe.END_OF_TEXT], eos_token_id=vocab[bpe.END_OF_TEXT], **size["model"])
-    model = LlamaForCausalLM(config).to(device)
+    val = windows(token_stream(val_texts, encoder, seed=VALIDATION_SEED), seq)
+    model = LlamaForCausalLM(config)
+    if args.resume:
+        model.load_state_dict(load_safetensors(os.path.join(args.resume, "model.safetensors")))
+        log(f"resumed from {args.resume} after {sum(r['train_tokens'] for r in earlier)} tokens")
+    model = model.to(device)
     log(f"model: {model.parameter_count() / 1e6:.2f}M parameters on {device}; validation {val.numel()} tokens")
 
     budget = args.tokens or size["tokens"]
@@ -173,7 +211,8 @@ def main() -> None:
     for name, p in model.named_parameters():
         (no_decay if p.dim() < 2 else decay).append(p)
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=size["lr"], betas=(0.9, 0.95))
+                                  lr=args.lr or size["lr"], betas=(0.9, 0.95))
+    peak = args.lr or size["lr"]
     schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))  # noqa: E731
     amp = device.type == "cuda"
 
@@ -190,7 +229,7 @@ def main() -> None:
         w = train[order[cursor:cursor + batch]].to(device)
         cursor += batch
         for group in optimizer.param_groups:
-            group["lr"] = size["lr"] * schedule(step)
+            group["lr"] = peak * schedule(step)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(w[:, :-1])
             loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1))
@@ -215,11 +254,15 @@ def main() -> None:
         "sequence_length": seq,
         "batch": batch,
         "steps": steps,
+        "peak_learning_rate": peak,
         "minutes": round((time.time() - started) / 60, 1),
         "validation": history,
         "torch": torch.__version__,
         "seed": args.seed,
     }
+    if earlier:
+        summary["resumed_from"] = args.resume
+        summary["earlier_runs"] = earlier
     save_hf_folder(args.out, model, config, tokenizer, summary)
     log(f"saved {args.out}: {json.dumps(summary)}")
 
