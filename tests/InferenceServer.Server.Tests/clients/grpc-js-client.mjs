@@ -34,7 +34,8 @@ const require = createRequire(join(args.npm, 'package.json'));
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
-const definition = protoLoader.loadSync('inference.proto', { includeDirs: [args.protoDir], keepCase: true, longs: Number, enums: String });
+// arrays: a message may carry no tokens (the last one can hold only the finish reason): [] rather than undefined.
+const definition = protoLoader.loadSync('inference.proto', { includeDirs: [args.protoDir], keepCase: true, longs: Number, enums: String, arrays: true });
 const { Inference } = grpc.loadPackageDefinition(definition).inference.v1;
 const client = new Inference(args.target, grpc.credentials.createInsecure());
 const request = { prompt: args.prompt, max_tokens: args.maxTokens, temperature: 0 };
