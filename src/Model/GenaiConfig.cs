@@ -98,10 +98,8 @@ public sealed class GenaiSessionOptions
 public sealed class GenaiDecoderInputs
 {
     [JsonPropertyName("input_ids")] public string InputIds { get; set; } = "input_ids";
-    /// <summary>Absent in the paged graph, whose sequences are delimited by cumulative_sequence_length.</summary>
-    [JsonPropertyName("attention_mask")]
-    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
-    public string? AttentionMask { get; set; } = "attention_mask";
+    /// <summary>null in the paged graph, whose sequences are delimited by cumulative_sequence_length (written as null, so it reads back so).</summary>
+    [JsonPropertyName("attention_mask")] public string? AttentionMask { get; set; } = "attention_mask";
     [JsonPropertyName("position_ids")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public string? PositionIds { get; set; }

@@ -47,9 +47,10 @@ public sealed unsafe class PagedCudaRunner : IDisposable
 {
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();
-    // Two bindings over the same pools: the usual one brings back only the reduced outputs, the
-    // other the whole logits rows too. Step inputs are rebound on the one used.
-    private readonly OrtIoBinding _reduced, _withLogits;
+    private readonly OrtValue _metadataValue;
+    // Bindings of decode steps (one token per sequence), kept per shape: a decode step, which
+    // comes once per generated token, then creates nothing. Other shapes get a binding per step.
+    private readonly Dictionary<(int Batch, int Width, bool Logits), StepBinding> _decodeBindings = [];
     private readonly GenaiDecoderSection _decoder;
     private readonly OrtMemoryInfo _pinnedInfo;
     private readonly OrtAllocator _deviceAllocator;
@@ -180,22 +181,8 @@ public sealed unsafe class PagedCudaRunner : IDisposable
             _logSumExps = Pinned(TensorElementType.Float, MaxSequences);
             _logitRows = Pinned(TensorElementType.Float, (long)MaxSequences * VocabSize);
             // attention_metadata is read on the host by the kernel: plain CPU memory.
-            var metadata = Own(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Int32, [2]));
-            _metadataValues = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(metadata.GetTensorMutableRawData()));
-
-            _reduced = _session.CreateIoBinding();
-            _withLogits = _session.CreateIoBinding();
-            foreach (var binding in new[] { _reduced, _withLogits })
-            {
-                for (var layer = 0; layer < LayerCount; layer++)
-                {
-                    binding.BindInput(LayerName(inputs.PastKeyNames, layer), _keyPools[layer]);
-                    binding.BindInput(LayerName(inputs.PastValueNames, layer), _valuePools[layer]);
-                    binding.BindOutput(LayerName(outputs.PresentKeyNames, layer), _keyPools[layer]);
-                    binding.BindOutput(LayerName(outputs.PresentValueNames, layer), _valuePools[layer]);
-                }
-                binding.BindInput(_metadata, metadata);
-            }
+            _metadataValue = Own(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Int32, [2]));
+            _metadataValues = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(_metadataValue.GetTensorMutableRawData()));
         }
         catch
         {
@@ -253,30 +240,25 @@ public sealed unsafe class PagedCudaRunner : IDisposable
         metadata[0] = longestQuery;
         metadata[1] = longestKv;
 
-        // Views of this step's shapes over the fixed pinned buffers; binding replaces the last step's.
-        using var idsValue = View(TensorElementType.Int64, [tokens.Length], _ids);
-        using var cumulativeValue = View(TensorElementType.Int32, [batch + 1], _cumulativeLengths);
-        using var pastValue = View(TensorElementType.Int32, [batch], _pastLengths);
-        using var tableValue = View(TensorElementType.Int32, [batch, tableWidth], _table);
-        using var nextValue = View(TensorElementType.Int64, [batch], _nextTokens);
-        using var topLogitsValue = View(TensorElementType.Float, [batch, TopK], _topLogitValues);
-        using var topIdsValue = View(TensorElementType.Int64, [batch, TopK], _topIdValues);
-        using var logSumExpValue = View(TensorElementType.Float, [batch], _logSumExps);
-        using var logitsValue = View(TensorElementType.Float, [batch, VocabSize], _logitRows);
-        var binding = withLogits ? _withLogits : _reduced;
-        binding.BindInput(_inputIds, idsValue);
-        binding.BindInput(_cumulative, cumulativeValue);
-        binding.BindInput(_past, pastValue);
-        binding.BindInput(_blockTable, tableValue);
-        binding.BindOutput(_nextToken, nextValue);
-        binding.BindOutput(_topLogits, topLogitsValue);
-        binding.BindOutput(_topIds, topIdsValue);
-        binding.BindOutput(_logSumExp, logSumExpValue);
-        // Unbound, the whole logits stay on the device (they are computed for the reductions anyway).
-        if (withLogits)
-            binding.BindOutput(_logits, logitsValue);
-        _session.RunWithBinding(_runOptions, binding);
-        binding.SynchronizeBoundOutputs();
+        var decode = tokens.Length == batch;
+        StepBinding? oneOff = null;
+        if (!decode || !_decodeBindings.TryGetValue((batch, tableWidth, withLogits), out var binding))
+        {
+            binding = CreateBinding(tokens.Length, batch, tableWidth, withLogits);
+            if (decode)
+                _decodeBindings.Add((batch, tableWidth, withLogits), binding);
+            else
+                oneOff = binding;
+        }
+        try
+        {
+            _session.RunWithBinding(_runOptions, binding.IoBinding);
+            binding.IoBinding.SynchronizeBoundOutputs();
+        }
+        finally
+        {
+            oneOff?.Dispose();
+        }
 
         return new PagedStepResult(
             new ReadOnlySpan<long>((void*)_nextTokens, batch),
@@ -287,13 +269,49 @@ public sealed unsafe class PagedCudaRunner : IDisposable
             TopK);
     }
 
+    // A binding for one step shape: the pools and the metadata (owned by the runner) and views of
+    // that shape over the pinned buffers (owned by the binding). Unbound, the whole logits stay on
+    // the device: they are computed for the reductions anyway.
+    private StepBinding CreateBinding(int tokenCount, int batch, int tableWidth, bool withLogits)
+    {
+        var binding = new StepBinding(_session.CreateIoBinding());
+        try
+        {
+            var io = binding.IoBinding;
+            for (var layer = 0; layer < LayerCount; layer++)
+            {
+                io.BindInput(LayerName(_decoder.Inputs.PastKeyNames, layer), _keyPools[layer]);
+                io.BindInput(LayerName(_decoder.Inputs.PastValueNames, layer), _valuePools[layer]);
+                io.BindOutput(LayerName(_decoder.Outputs.PresentKeyNames, layer), _keyPools[layer]);
+                io.BindOutput(LayerName(_decoder.Outputs.PresentValueNames, layer), _valuePools[layer]);
+            }
+            io.BindInput(_metadata, _metadataValue);
+            binding.Input(_inputIds, View(TensorElementType.Int64, [tokenCount], _ids));
+            binding.Input(_cumulative, View(TensorElementType.Int32, [batch + 1], _cumulativeLengths));
+            binding.Input(_past, View(TensorElementType.Int32, [batch], _pastLengths));
+            binding.Input(_blockTable, View(TensorElementType.Int32, [batch, tableWidth], _table));
+            binding.Output(_nextToken, View(TensorElementType.Int64, [batch], _nextTokens));
+            binding.Output(_topLogits, View(TensorElementType.Float, [batch, TopK], _topLogitValues));
+            binding.Output(_topIds, View(TensorElementType.Int64, [batch, TopK], _topIdValues));
+            binding.Output(_logSumExp, View(TensorElementType.Float, [batch], _logSumExps));
+            if (withLogits)
+                binding.Output(_logits, View(TensorElementType.Float, [batch, VocabSize], _logitRows));
+            return binding;
+        }
+        catch
+        {
+            binding.Dispose();
+            throw;
+        }
+    }
+
     public void Dispose()
     {
         if (_disposed)
             return;
         _disposed = true;
-        _reduced?.Dispose();
-        _withLogits?.Dispose();
+        foreach (var binding in _decodeBindings.Values)
+            binding.Dispose();
         for (var i = _owned.Count - 1; i >= 0; i--)
             _owned[i].Dispose();
         _pinnedAllocator?.Dispose();
@@ -358,10 +376,24 @@ public readonly ref struct PagedStepResult(
     public int TopK { get; } = topK;
 }
 
-/// <summary>The one CUDA runtime call the runner needs that ONNX Runtime does not expose: free device memory.</summary>
-internal static partial class CudaRuntime
+/// <summary>The CUDA runtime calls ONNX Runtime does not expose: whether a device is there, and its free memory.</summary>
+public static partial class CudaRuntime
 {
     private const string Library = "libcudart.so.13";
+
+    /// <summary>Why the CUDA runner cannot run here, or null when it can: its provider library beside ONNX Runtime's, the CUDA runtime, a device.</summary>
+    public static string? Unavailable()
+    {
+        if (!File.Exists(Path.Combine(AppContext.BaseDirectory, "libonnxruntime_providers_cuda.so")))
+            return "ONNX Runtime's CUDA provider is not in this build (build with -p:OrtCuda=true)";
+        if (!NativeLibrary.TryLoad(Library, out var runtime))
+            return $"the CUDA 13 runtime ({Library}) is not installed";
+        NativeLibrary.Free(runtime);
+        return cudaGetDeviceCount(out var count) == 0 && count > 0 ? null : "no CUDA device";
+    }
+
+    [LibraryImport(Library)]
+    private static partial int cudaGetDeviceCount(out int count);
 
     [LibraryImport(Library)]
     private static partial int cudaSetDevice(int device);
@@ -369,7 +401,7 @@ internal static partial class CudaRuntime
     [LibraryImport(Library)]
     private static partial int cudaMemGetInfo(out nuint free, out nuint total);
 
-    public static long FreeBytes(int device)
+    internal static long FreeBytes(int device)
     {
         try
         {

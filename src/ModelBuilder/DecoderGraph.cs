@@ -135,7 +135,7 @@ public sealed class DecoderGraph
         int h = _c.HiddenSize, heads = _c.NumAttentionHeads, kvHeads = _c.NumKeyValueHeads, hd = _c.HeadDim;
         var one = _g.Int64Scalar("const/one", 1);
         var (cos, sin) = RotaryCaches();
-        var attention = _paged ? DeclarePagedInputs(cos, sin) : DeclareDenseInputs(cos, sin, one);
+        var (attention, sampledRows) = _paged ? DeclarePagedInputs(cos, sin) : DeclareDenseInputs(cos, sin, one);
 
         var embedding = _w.Read("model.embed_tokens.weight", [_c.VocabSize, h]);
         var embeddingName = WeightInitializer("model.embed_tokens.weight", embedding, _c.VocabSize, h);
@@ -182,7 +182,7 @@ public sealed class DecoderGraph
         var normed = Norm("/model/norm", "model.norm.weight", ref residual, pending);
 
         // Keep only the positions that are sampled before the vocabulary projection.
-        var last = _paged ? LastTokenOfEachSequence(normed) : _allPositions ? normed : LastPositionOfEachRow(normed, one);
+        var last = sampledRows(normed);
 
         string logits;
         // Tied models use the embedding as the output projection, as Hugging Face does, even
@@ -219,8 +219,8 @@ public sealed class DecoderGraph
     private delegate string AttentionNode(int layer, string name, string qkv);
 
     // Dense contract: input_ids/attention_mask [batch, ...], per-layer past/present KV; returns
-    // the GroupQueryAttention writer.
-    private AttentionNode DeclareDenseInputs(string cos, string sin, string one)
+    // the GroupQueryAttention writer and the selection of the positions that are sampled.
+    private (AttentionNode Attend, Func<string, string> SampledRows) DeclareDenseInputs(string cos, string sin, string one)
     {
         int kvHeads = _c.NumKeyValueHeads, hd = _c.HeadDim;
         _g.Input(InputIds, DataType.Int64, "batch_size", "sequence_length");
@@ -245,34 +245,33 @@ public sealed class DecoderGraph
         // the row's own last token when rows are right-padded fresh prompts, the last column otherwise.
         var axis1 = _g.Int64Constant("const/axis1", 1);
         var maskSum = _g.Op("ReduceSum", "/mask/reduce_sum", [AttentionMask, axis1], "", Attr("keepdims", 0L));
-        _lastIndexInTotal = _g.Op("Sub", "/mask/seqlens_k_int64", [maskSum, one]);
-        var seqlensK = _g.Op("Cast", "/mask/seqlens_k", [_lastIndexInTotal], "", Attr("to", (long)DataType.Int32));
+        var lastIndexInTotal = _g.Op("Sub", "/mask/seqlens_k_int64", [maskSum, one]);
+        var seqlensK = _g.Op("Cast", "/mask/seqlens_k", [lastIndexInTotal], "", Attr("to", (long)DataType.Int32));
         var maskWidth = _g.Op("Gather", "/mask/width", [_g.Op("Shape", "/mask/shape", [AttentionMask]), one], "", Attr("axis", 0L));
         var totalSequenceLength = _g.Op("Cast", "/mask/total_sequence_length", [maskWidth], "", Attr("to", (long)DataType.Int32));
 
-        return (layer, name, qkv) => _g.Node("GroupQueryAttention", $"{name}/GroupQueryAttention",
+        AttentionNode attend = (layer, name, qkv) => _g.Node("GroupQueryAttention", $"{name}/GroupQueryAttention",
             [qkv, "", "", LayerName(PastKeyPattern, layer), LayerName(PastValuePattern, layer), seqlensK, totalSequenceLength, cos, sin],
             3, MicrosoftDomain,
             [Attr("num_heads", (long)_c.NumAttentionHeads), Attr("kv_num_heads", (long)kvHeads), Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L), Attr("local_window_size", -1L)],
             [$"{name}/GroupQueryAttention/output_0", LayerName(PresentKeyPattern, layer), LayerName(PresentValuePattern, layer)])[0];
+        return (attend, normed => _allPositions ? normed : LastPositionOfEachRow(normed, one, lastIndexInTotal));
     }
 
-    private string? _lastIndexInTotal;
-
     // The dense graph's last real position of each row: GatherElements along the sequence axis.
-    private string LastPositionOfEachRow(string normed, string one)
+    private string LastPositionOfEachRow(string normed, string one, string lastIndexInTotal)
     {
         var sequenceLength = _g.Op("Gather", "/ids/sequence_length", [_g.Op("Shape", "/ids/shape", [InputIds]), one], "", Attr("axis", 0L));
         var lastColumn = _g.Op("Sub", "/ids/last_column", [sequenceLength, one]);
-        var lastPosition = _g.Op("Min", "/logits/last_position", [_lastIndexInTotal!, lastColumn]);
+        var lastPosition = _g.Op("Min", "/logits/last_position", [lastIndexInTotal, lastColumn]);
         var index = _g.Op("Unsqueeze", "/logits/index", [lastPosition, _g.Int64Constant("const/axes12", 1, 2)]);
         var expanded = _g.Op("Expand", "/logits/index_expanded", [index, _g.Int64Constant("const/hidden_shape", 1, 1, _c.HiddenSize)]);
         return _g.Op("GatherElements", "/logits/last_hidden", [normed, expanded], "", Attr("axis", 1L));
     }
 
     // Paged contract: packed tokens, sequence boundaries, block tables and the per-layer pools;
-    // returns the PagedAttention writer.
-    private AttentionNode DeclarePagedInputs(string cos, string sin)
+    // returns the PagedAttention writer and the selection of each sequence's last token.
+    private (AttentionNode Attend, Func<string, string> SampledRows) DeclarePagedInputs(string cos, string sin)
     {
         int kvHeads = _c.NumKeyValueHeads, hd = _c.HeadDim;
         _g.Input(InputIds, DataType.Int64, "num_tokens");
@@ -297,12 +296,13 @@ public sealed class DecoderGraph
         }
 
         // Inputs 10-15 (slot mapping, sinks, q/k norms, cache scales) are not used by this family.
-        return (layer, name, qkv) => _g.Node("PagedAttention", $"{name}/PagedAttention",
+        AttentionNode attend = (layer, name, qkv) => _g.Node("PagedAttention", $"{name}/PagedAttention",
             [qkv, "", "", LayerName(KeyCachePattern, layer), LayerName(ValueCachePattern, layer),
              CumulativeSequenceLength, PastSequenceLengths, BlockTable, cos, sin, "", "", "", "", "", "", AttentionMetadata],
             3, MicrosoftDomain,
             [Attr("num_heads", (long)_c.NumAttentionHeads), Attr("kv_num_heads", (long)kvHeads), Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L), Attr("local_window_size", -1L)],
             [$"{name}/PagedAttention/output_0", LayerName(KeyCacheOutPattern, layer), LayerName(ValueCacheOutPattern, layer)])[0];
+        return (attend, LastTokenOfEachSequence);
     }
 
     // Packed rows: sequence i's last token is row cumulative_sequence_length[i + 1] - 1.

@@ -165,42 +165,27 @@ public static class DecoderModelBuilder
                     NumAttentionHeads = config.NumAttentionHeads,
                     NumHiddenLayers = config.NumHiddenLayers,
                     NumKeyValueHeads = config.NumKeyValueHeads,
-                    Inputs = paged
-                        ? new GenaiDecoderInputs
-                        {
-                            InputIds = DecoderGraph.InputIds,
-                            AttentionMask = null,
-                            PastKeyNames = DecoderGraph.KeyCachePattern,
-                            PastValueNames = DecoderGraph.ValueCachePattern,
-                            CumulativeSequenceLength = DecoderGraph.CumulativeSequenceLength,
-                            PastSequenceLengths = DecoderGraph.PastSequenceLengths,
-                            BlockTable = DecoderGraph.BlockTable,
-                            AttentionMetadata = DecoderGraph.AttentionMetadata,
-                        }
-                        : new GenaiDecoderInputs
-                        {
-                            InputIds = DecoderGraph.InputIds,
-                            AttentionMask = DecoderGraph.AttentionMask,
-                            PastKeyNames = DecoderGraph.PastKeyPattern,
-                            PastValueNames = DecoderGraph.PastValuePattern,
-                        },
-                    Outputs = paged
-                        ? new GenaiDecoderOutputs
-                        {
-                            Logits = DecoderGraph.Logits,
-                            PresentKeyNames = DecoderGraph.KeyCacheOutPattern,
-                            PresentValueNames = DecoderGraph.ValueCacheOutPattern,
-                            NextToken = DecoderGraph.NextToken,
-                            TopLogits = DecoderGraph.TopLogits,
-                            TopIds = DecoderGraph.TopIds,
-                            LogSumExp = DecoderGraph.LogSumExp,
-                        }
-                        : new GenaiDecoderOutputs
-                        {
-                            Logits = DecoderGraph.Logits,
-                            PresentKeyNames = DecoderGraph.PresentKeyPattern,
-                            PresentValueNames = DecoderGraph.PresentValuePattern,
-                        },
+                    Inputs = new GenaiDecoderInputs
+                    {
+                        InputIds = DecoderGraph.InputIds,
+                        AttentionMask = paged ? null : DecoderGraph.AttentionMask,
+                        PastKeyNames = paged ? DecoderGraph.KeyCachePattern : DecoderGraph.PastKeyPattern,
+                        PastValueNames = paged ? DecoderGraph.ValueCachePattern : DecoderGraph.PastValuePattern,
+                        CumulativeSequenceLength = paged ? DecoderGraph.CumulativeSequenceLength : null,
+                        PastSequenceLengths = paged ? DecoderGraph.PastSequenceLengths : null,
+                        BlockTable = paged ? DecoderGraph.BlockTable : null,
+                        AttentionMetadata = paged ? DecoderGraph.AttentionMetadata : null,
+                    },
+                    Outputs = new GenaiDecoderOutputs
+                    {
+                        Logits = DecoderGraph.Logits,
+                        PresentKeyNames = paged ? DecoderGraph.KeyCacheOutPattern : DecoderGraph.PresentKeyPattern,
+                        PresentValueNames = paged ? DecoderGraph.ValueCacheOutPattern : DecoderGraph.PresentValuePattern,
+                        NextToken = paged ? DecoderGraph.NextToken : null,
+                        TopLogits = paged ? DecoderGraph.TopLogits : null,
+                        TopIds = paged ? DecoderGraph.TopIds : null,
+                        LogSumExp = paged ? DecoderGraph.LogSumExp : null,
+                    },
                 },
             },
             Search = new GenaiSearchSection { MaxLength = config.MaxPositionEmbeddings },

@@ -1,42 +1,25 @@
-using System.Runtime.InteropServices;
 using InferenceServer.ModelBuilder;
 using InferenceServer.Tests;
 
 namespace InferenceServer.Model.Tests;
-
-/// <summary>Whether this machine can run the CUDA provider: its library beside ONNX Runtime's, the CUDA runtime, a device.</summary>
-internal static partial class CudaProbe
-{
-    public static string? Missing { get; } = Probe();
-
-    private static string? Probe()
-    {
-        var provider = Path.Combine(AppContext.BaseDirectory, "libonnxruntime_providers_cuda.so");
-        if (!File.Exists(provider))
-            return "ONNX Runtime's CUDA provider is not in this build (build with -p:OrtCuda=true)";
-        if (!NativeLibrary.TryLoad("libcudart.so.13", out var cudart))
-            return "the CUDA 13 runtime (libcudart.so.13) is not installed";
-        try
-        {
-            return cudaGetDeviceCount(out var count) == 0 && count > 0 ? null : "no CUDA device";
-        }
-        finally
-        {
-            NativeLibrary.Free(cudart);
-        }
-    }
-
-    [LibraryImport("libcudart.so.13")]
-    private static partial int cudaGetDeviceCount(out int count);
-}
 
 /// <summary>A test that needs a CUDA device; elsewhere it is skipped and says why.</summary>
 public sealed class CudaFactAttribute : FactAttribute
 {
     public CudaFactAttribute()
     {
-        if (CudaProbe.Missing is { } reason)
+        if (CudaRuntime.Unavailable() is { } reason)
             Skip = $"needs a CUDA device: {reason}";
+    }
+}
+
+/// <summary>A test of how the CUDA runner fails where CUDA is missing; skipped where it is there.</summary>
+public sealed class NoCudaFactAttribute : FactAttribute
+{
+    public NoCudaFactAttribute()
+    {
+        if (CudaRuntime.Unavailable() is null)
+            Skip = "this machine has CUDA; the CUDA tests cover the runner here";
     }
 }
 
@@ -87,11 +70,9 @@ public sealed class PagedCudaRunnerTests(PagedModelPair models) : IClassFixture<
         Assert.Contains("--graph paged", error.Message, StringComparison.Ordinal);
     }
 
-    [Fact]
+    [NoCudaFact]
     public void Without_the_CUDA_provider_the_runner_says_what_is_missing()
     {
-        if (CudaProbe.Missing is null)
-            return; // this machine has CUDA: the tests below cover it
         var error = Assert.Throws<ModelLoadException>(() => new PagedCudaRunner(models.Paged, new PagedRunnerOptions { KvBlocks = 64 }).Dispose());
         Assert.Contains("CUDA execution provider is not available", error.Message, StringComparison.Ordinal);
         Assert.Contains("-p:OrtCuda=true", error.Message, StringComparison.Ordinal);

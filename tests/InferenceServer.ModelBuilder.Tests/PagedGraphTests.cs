@@ -238,6 +238,7 @@ public sealed class PagedGraphTests(BuiltModels built) : IClassFixture<BuiltMode
         var config = GenaiConfig.Parse(File.ReadAllText(path), path);
         var decoder = config.Model.Decoder;
         Assert.True(decoder.IsPaged);
+        Assert.Null(decoder.Inputs.AttentionMask);
         Assert.Equal(("cumulative_sequence_length", "past_seqlens", "block_table", "attention_metadata"),
             (decoder.Inputs.CumulativeSequenceLength, decoder.Inputs.PastSequenceLengths, decoder.Inputs.BlockTable, decoder.Inputs.AttentionMetadata));
         Assert.Equal(("key_cache.%d", "value_cache.%d"), (decoder.Inputs.PastKeyNames, decoder.Inputs.PastValueNames));
