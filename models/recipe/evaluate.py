@@ -3,7 +3,9 @@
 
 - Single-line infill exact match on held-out files: one line is hidden between a prefix (the
   text above it) and a suffix (the text below it); the greedy completion, stopped at the end of
-  the line, must equal the hidden line exactly.
+  the line, must equal the hidden line exactly. With --cursor after-indent the line's
+  indentation stays in the prefix (a cursor on a new indented line, as in an editor) and only
+  the code after it is hidden.
 - Single-stream speed: time to first token and decode tokens/s for a long completion.
 
     dotnet run -c Release --project src/InferenceServer -- --model models/default &
@@ -34,7 +36,7 @@ def post(server: str, body: dict, stream: bool = False):
     return response
 
 
-def infill_cases(root: str, files, samples: int, seed: int, prefix_chars: int, suffix_chars: int):
+def infill_cases(root: str, files, samples: int, seed: int, prefix_chars: int, suffix_chars: int, after_indent: bool):
     """(prefix, hidden line, suffix) triples from the validation files, chosen with the seed."""
     candidates = []
     for path, text in corpus.load_texts(root, files, "validation"):
@@ -55,7 +57,11 @@ def infill_cases(root: str, files, samples: int, seed: int, prefix_chars: int, s
             cut = prefix.find("\n", len(prefix) - prefix_chars)
             prefix = prefix[cut + 1:] if cut >= 0 else prefix[-prefix_chars:]
         suffix = text[start + length:start + length + suffix_chars]
-        yield path, prefix, text[start:start + length - 1], suffix
+        line = text[start:start + length - 1]
+        if after_indent:
+            indent = len(line) - len(line.lstrip())
+            prefix, line = prefix + line[:indent], line[indent:]
+        yield path, prefix, line, suffix
 
 
 def speed(server: str, prompt: str, tokens: int) -> dict:
@@ -92,13 +98,19 @@ def main() -> None:
     ap.add_argument("--prefix-chars", type=int, default=1000)
     ap.add_argument("--suffix-chars", type=int, default=300)
     ap.add_argument("--show", type=int, default=5, help="examples to print")
+    ap.add_argument("--cursor", choices=["line-start", "after-indent"], default="line-start",
+                    help="where the hidden text starts: the line's start, or after its indentation")
+    ap.add_argument("--token-healing", choices=["on", "off"], default="on",
+                    help="whether the server spells the prefix's last token again (its default for infill: on)")
     args = ap.parse_args()
 
     root, files = corpus.read_manifest(args.corpus)
     exact = whitespace_exact = total = 0
     examples = []
-    for path, prefix, line, suffix in infill_cases(root, files, args.samples, args.seed, args.prefix_chars, args.suffix_chars):
-        reply = post(args.server, {"prompt": prefix, "suffix": suffix, "max_tokens": 48, "temperature": 0, "stop": ["\n"]})
+    for path, prefix, line, suffix in infill_cases(root, files, args.samples, args.seed, args.prefix_chars, args.suffix_chars,
+                                                     args.cursor == "after-indent"):
+        reply = post(args.server, {"prompt": prefix, "suffix": suffix, "max_tokens": 48, "temperature": 0, "stop": ["\n"],
+                                   "token_healing": args.token_healing == "on"})
         completion = reply["choices"][0]["text"]
         total += 1
         exact += completion == line
@@ -107,6 +119,8 @@ def main() -> None:
             examples.append({"file": path, "expected": line, "completion": completion})
     results = {
         "infill_cases": total,
+        "cursor": args.cursor,
+        "token_healing": args.token_healing,
         "infill_exact_match": round(exact / total, 4),
         "infill_exact_match_ignoring_surrounding_whitespace": round(whitespace_exact / total, 4),
         "speed": speed(args.server, "import os\n\n\ndef main():\n", 256),

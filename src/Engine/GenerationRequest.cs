@@ -20,6 +20,15 @@ public sealed record GenerationRequest
     /// <summary>Keep generating past the model's end-of-sequence ids.</summary>
     public bool IgnoreEos { get; init; }
 
+    /// <summary>
+    /// Token healing: the prompt's last token is taken back and the first generated tokens spell
+    /// its bytes again, choosing how to split them (see <see cref="Tokenizer.TokenHealing"/>). Those
+    /// bytes are not output, and the tokens that spell them do not count toward
+    /// <see cref="MaxTokens"/>. A prompt that ends in a control token, or a tokenizer that is not
+    /// byte-level, is served as it is.
+    /// </summary>
+    public bool HealPromptEnd { get; init; }
+
     /// <summary>Higher runs first; equal priorities run first come, first served.</summary>
     public int Priority { get; init; }
 

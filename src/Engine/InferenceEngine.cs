@@ -41,6 +41,8 @@ public sealed class InferenceEngine : IAsyncDisposable
     private readonly SequenceStep[] _rows;
     private readonly int[] _rowTokens;
     private readonly TopLogprob[] _alternatives = new TopLogprob[20];
+    private readonly float[] _healingLogits;
+    private readonly int[] _healingIds = new int[256];
     private readonly List<Sequence> _finished;
 
     private long _nextId;
@@ -69,6 +71,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             throw new ArgumentException($"the KV budget of {options.KvCacheBytes} bytes holds less than one block of {options.KvBlockTokens} tokens", nameof(options));
         _kv = new KvSlots(model.Slots, model.Capacity, options.KvBlockTokens, budgetBlocks);
         _workspace = new SamplingWorkspace(model.VocabSize);
+        _healingLogits = new float[model.VocabSize];
         _running = new List<Sequence>(model.Slots);
         _finished = new List<Sequence>(model.Slots);
         _bySlot = new Sequence?[model.Slots];
@@ -132,8 +135,11 @@ public sealed class InferenceEngine : IAsyncDisposable
         var detokenizer = _tokenizer.CreateStreamingDetokenizer(skipSpecialTokens: true);
         detokenizer.StopStrings = request.StopStrings;
         var prompt = request.PromptTokens is int[] array ? array : request.PromptTokens.ToArray();
-        var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, new Sampler(sampling, _model.VocabSize, prompt),
-            detokenizer, output, Stopwatch.GetTimestamp(), cancellationToken);
+        var healed = request.HealPromptEnd && _tokenizer.Healing is { } healing ? healing.HealableEnd(prompt) ?? [] : [];
+        var computed = prompt.AsSpan(0, prompt.Length - (healed.Length > 0 ? 1 : 0));
+        detokenizer.KnownLeadingBytes = healed.Length;
+        var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, computed, healed,
+            new Sampler(sampling, _model.VocabSize, computed), detokenizer, output, Stopwatch.GetTimestamp(), cancellationToken);
         _incoming.Enqueue(sequence);
         _metrics.Submitted(request.PromptTokens.Count);
         _wake.Release();
@@ -160,6 +166,11 @@ public sealed class InferenceEngine : IAsyncDisposable
         }
         if (request.Sampling.Validate() is { } problem)
             throw new RequestValidationException(problem);
+        foreach (var id in request.StopTokenIds)
+        {
+            if ((uint)id >= (uint)_model.VocabSize)
+                throw new RequestValidationException($"stop token id {id} is outside the vocabulary (0..{_model.VocabSize - 1})");
+        }
         if (request.StopStrings.Any(string.IsNullOrEmpty))
             throw new RequestValidationException("stop strings cannot be empty");
     }
@@ -496,10 +507,18 @@ public sealed class InferenceEngine : IAsyncDisposable
     // Sample the next token, hand its text to the output, and decide whether the sequence ends.
     private void Accept(Sequence sequence, ReadOnlySpan<float> logits)
     {
+        var healing = sequence.HealingLeft > 0;
+        if (healing)
+            logits = HealingLogits(sequence, logits);
         var sampled = sequence.Sampler.Sample(logits, _workspace, _alternatives.AsSpan(0, sequence.Request.Sampling.Logprobs), out var alternativeCount);
         var token = sampled.Id;
         sequence.Sampler.Accept(token);
         sequence.Tokens[sequence.Length++] = token;
+        if (healing)
+        {
+            sequence.HealingTokens++;
+            sequence.HealingLeft = _tokenizer.Healing!.Remaining(sequence.HealedBytes.AsSpan(^sequence.HealingLeft), token);
+        }
 
         var now = Stopwatch.GetTimestamp();
         if (sequence.FirstTokenAt == 0)
@@ -524,8 +543,31 @@ public sealed class InferenceEngine : IAsyncDisposable
             Complete(sequence, FinishReason.Stop, null);
         else if (sequence.Detokenizer.Stopped)
             Complete(sequence, FinishReason.Stop, sequence.Detokenizer.MatchedStop);
-        else if (sequence.Generated >= request.MaxTokens || sequence.Length >= _model.Capacity)
+        else if (sequence.Generated - sequence.HealingTokens >= request.MaxTokens || sequence.Length >= _model.Capacity)
             Complete(sequence, FinishReason.Length, null);
+    }
+
+    // While healed bytes are left to spell, the next token must start with all of them or be a
+    // beginning of them; ending (a stop id) stays possible, since an empty answer is one too.
+    private ReadOnlySpan<float> HealingLogits(Sequence sequence, ReadOnlySpan<float> logits)
+    {
+        var healing = _tokenizer.Healing!;
+        var remaining = sequence.HealedBytes.AsSpan(^sequence.HealingLeft);
+        var masked = _healingLogits.AsSpan(0, logits.Length);
+        masked.Fill(float.NegativeInfinity);
+        foreach (var id in healing.Extending(remaining))
+            masked[id] = logits[id];
+        foreach (var id in _healingIds.AsSpan(0, healing.BeginningsOf(remaining, _healingIds)))
+            masked[id] = logits[id];
+        if (!sequence.Request.IgnoreEos)
+        {
+            foreach (var id in _stopIds)
+                masked[id] = logits[id];
+        }
+        var stopIds = sequence.Request.StopTokenIds;
+        for (var i = 0; i < stopIds.Count; i++)
+            masked[stopIds[i]] = logits[stopIds[i]];
+        return masked;
     }
 
     private static bool ContainsStopId(IReadOnlyList<int> ids, int token)

@@ -9,7 +9,10 @@ namespace InferenceServer.Engine;
 /// </summary>
 internal sealed class Sequence : IDisposable
 {
-    public Sequence(long id, GenerationRequest request, Sampler sampler, StreamingDetokenizer detokenizer, GenerationOutput output, long submittedAt, CancellationToken cancellation)
+    /// <param name="prompt">The tokens to compute: the request's prompt, less a healed last token.</param>
+    /// <param name="healedBytes">The bytes of the prompt's last token when it was taken back to be spelled again, else empty.</param>
+    public Sequence(long id, GenerationRequest request, ReadOnlySpan<int> prompt, byte[] healedBytes, Sampler sampler,
+        StreamingDetokenizer detokenizer, GenerationOutput output, long submittedAt, CancellationToken cancellation)
     {
         Id = id;
         Request = request;
@@ -17,10 +20,12 @@ internal sealed class Sequence : IDisposable
         Detokenizer = detokenizer;
         Output = output;
         SubmittedAt = submittedAt;
-        Tokens = new int[request.PromptTokens.Count + request.MaxTokens];
-        for (var i = 0; i < request.PromptTokens.Count; i++)
-            Tokens[i] = request.PromptTokens[i];
-        Length = request.PromptTokens.Count;
+        // Each healing token spells at least one of the healed bytes, on top of max_tokens.
+        Tokens = new int[prompt.Length + request.MaxTokens + healedBytes.Length];
+        prompt.CopyTo(Tokens);
+        Length = PromptLength = prompt.Length;
+        HealedBytes = healedBytes;
+        HealingLeft = healedBytes.Length;
         if (cancellation.CanBeCanceled)
             CancellationRegistration = cancellation.Register(static state => ((GenerationOutput)state!).Abandon(), output);
     }
@@ -43,8 +48,15 @@ internal sealed class Sequence : IDisposable
     /// <summary>The KV slot while admitted, else -1.</summary>
     public int Slot { get; set; } = -1;
 
-    public int PromptLength => Request.PromptTokens.Count;
+    public int PromptLength { get; }
     public int Generated => Length - PromptLength;
+
+    /// <summary>The healed prompt end (see <see cref="Tokenizer.TokenHealing"/>); the last <see cref="HealingLeft"/> bytes are still to spell.</summary>
+    public byte[] HealedBytes { get; }
+    public int HealingLeft { get; set; }
+
+    /// <summary>Generated tokens that spelled healed bytes; they do not count toward max_tokens.</summary>
+    public int HealingTokens { get; set; }
     public bool IsDecoding => Computed == Length - 1;
 
     public long SubmittedAt { get; }

@@ -23,7 +23,8 @@ public static class GenerationRequests
         IReadOnlyList<int> stopTokenIds,
         int priority,
         string? requestId,
-        int defaultMaxTokens)
+        int defaultMaxTokens,
+        bool? tokenHealing = null)
     {
         ArgumentNullException.ThrowIfNull(model);
         var stopIds = new List<int>(stopTokenIds);
@@ -60,6 +61,8 @@ public static class GenerationRequests
             StopTokenIds = stopIds,
             Priority = priority,
             RequestId = requestId,
+            // On by default where a person's cursor ends the prompt: fill-in-the-middle.
+            HealPromptEnd = tokenHealing ?? input is PromptInput.Infill,
         };
     }
 

@@ -25,6 +25,7 @@ public sealed class StreamingDetokenizer
     private int _tokensSeen;
     private int _leadingStripLeft;
     private bool _textStarted;
+    private int _knownBytesLeft;
 
     public StreamingDetokenizer(Tokenizer tokenizer, bool skipSpecialTokens = false)
     {
@@ -44,6 +45,23 @@ public sealed class StreamingDetokenizer
             ArgumentNullException.ThrowIfNull(value);
             _stops = value.Where(s => s.Length > 0).ToArray();
             _longestStop = _stops.Length == 0 ? 0 : _stops.Max(s => s.Length);
+        }
+    }
+
+    /// <summary>
+    /// The first this many bytes of the stream are already in the caller's text (a prompt end that
+    /// token healing spells again) and are not output; stop strings are looked for after them.
+    /// Set before the first token.
+    /// </summary>
+    public int KnownLeadingBytes
+    {
+        get => _knownBytesLeft;
+        set
+        {
+            ArgumentOutOfRangeException.ThrowIfNegative(value);
+            if (_tokensSeen > 0)
+                throw new InvalidOperationException("known leading bytes are set before the first token");
+            _knownBytesLeft = value;
         }
     }
 
@@ -78,6 +96,12 @@ public sealed class StreamingDetokenizer
 
     private void AppendBytes(ReadOnlySpan<byte> bytes, bool flush)
     {
+        if (_knownBytesLeft > 0)
+        {
+            var known = Math.Min(_knownBytesLeft, bytes.Length);
+            bytes = bytes[known..];
+            _knownBytesLeft -= known;
+        }
         if (_byteCount + bytes.Length > _bytes.Length)
             Array.Resize(ref _bytes, Math.Max(_byteCount + bytes.Length, _bytes.Length * 2));
         bytes.CopyTo(_bytes.AsSpan(_byteCount));

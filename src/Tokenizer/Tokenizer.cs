@@ -68,6 +68,23 @@ public sealed class Tokenizer
     /// <summary>What each id contributes to decoded text, as bytes; built on first use.</summary>
     internal TokenTextTable TokenText => _tokenText ??= TokenTextTable.Build(this);
 
+    private TokenHealing? _healing;
+    private bool _healingBuilt;
+
+    /// <summary>Token healing for this vocabulary (built on first use), or null where its tokens' text depends on their neighbours.</summary>
+    public TokenHealing? Healing
+    {
+        get
+        {
+            if (!Volatile.Read(ref _healingBuilt))
+            {
+                _healing = TokenHealing.Build(this);
+                Volatile.Write(ref _healingBuilt, true);
+            }
+            return _healing;
+        }
+    }
+
     /// <summary>What the post-processor puts in front of a sequence (BOS for the families that use one).</summary>
     public IReadOnlyList<int> LeadingSpecialIds => _prefixIds;
 

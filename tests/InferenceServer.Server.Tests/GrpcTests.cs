@@ -61,6 +61,17 @@ public sealed class GrpcTests(ServerFixture server) : IDisposable
     }
 
     [Fact]
+    public async Task Token_healing_is_asked_for_per_request()
+    {
+        var plain = await _client.GenerateAsync(new GenerateRequest { Prompt = "x = ", MaxTokens = 6, Temperature = 0 });
+        var healed = await _client.GenerateAsync(new GenerateRequest { Prompt = "x = ", MaxTokens = 6, Temperature = 0, TokenHealing = true });
+        Assert.Equal(4, plain.Usage.PromptTokens);
+        Assert.Equal(3, healed.Usage.PromptTokens); // the trailing space was taken back and spelled again
+        Assert.True(healed.Usage.CompletionTokens >= 1);
+        await server.AssertEngineIdleAsync();
+    }
+
+    [Fact]
     public async Task Tokenize_detokenize_and_model_info()
     {
         var tokens = await _client.TokenizeAsync(new TokenizeRequest { Text = "héllo" });

@@ -236,4 +236,22 @@ public sealed class HttpCompletionsTests(ServerFixture fixture) : IDisposable
         await HttpTest.AssertErrorAsync(response, HttpStatusCode.BadRequest, param: "suffix");
         await fixture.AssertEngineIdleAsync();
     }
+
+    [Fact]
+    public async Task Token_healing_takes_the_last_prompt_token_back_and_spells_it_again()
+    {
+        var plain = await HttpTest.PostOkAsync(_client, "/v1/completions", Body("x = ", 6));
+        var healed = await HttpTest.PostOkAsync(_client, "/v1/completions", Body("x = ", 6, ", \"token_healing\": true"));
+
+        // One token per byte: the trailing space is taken back, generated again (the only token that
+        // spells it) and not output; it does not count toward max_tokens.
+        Assert.Equal(4, plain.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(3, healed.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(7, healed.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.Equal(plain.GetProperty("choices")[0].GetProperty("text").GetString(), healed.GetProperty("choices")[0].GetProperty("text").GetString());
+
+        using var bad = await _client.PostAsync("/v1/completions", HttpTest.Json(Body("x = ", 6, ", \"token_healing\": \"yes\"")));
+        Assert.Equal(HttpStatusCode.BadRequest, bad.StatusCode);
+        await fixture.AssertEngineIdleAsync();
+    }
 }

@@ -74,7 +74,8 @@ public sealed class HttpInfillTests(ServerFixture fixture) : IDisposable
     public async Task Input_extra_and_prompt_are_part_of_the_prompt()
     {
         const string middle = "a +";
-        var extra = ", \"prompt\": \"a +\", \"input_extra\": [{\"filename\": \"util.py\", \"text\": \"def sub(a, b):\\n    return a - b\"}, {\"text\": \"# notes\"}]";
+        // Without token healing, which would take the prompt's last token back.
+        var extra = ", \"token_healing\": false, \"prompt\": \"a +\", \"input_extra\": [{\"filename\": \"util.py\", \"text\": \"def sub(a, b):\\n    return a - b\"}, {\"text\": \"# notes\"}]";
         var infill = await HttpTest.PostOkAsync(_client, "/infill", Body(extra));
         var extraText = "util.py\ndef sub(a, b):\n    return a - b\n" + "# notes\n";
         Assert.Equal(Bytes(extraText) + Bytes(Prefix) + Bytes(Suffix) + Bytes(middle) + 3, infill.GetProperty("tokens_evaluated").GetInt32());
@@ -89,6 +90,10 @@ public sealed class HttpInfillTests(ServerFixture fixture) : IDisposable
         var byIds = await HttpTest.PostOkAsync(_client, "/v1/completions",
             $$"""{"model": "{{fixture.Model.Name}}", "prompt": [{{string.Join(", ", ids)}}], "max_tokens": 6, "temperature": 0, "ignore_eos": true}""");
         Assert.Equal(byIds.GetProperty("choices")[0].GetProperty("text").GetString(), infill.GetProperty("content").GetString());
+
+        // By default the prompt's end ("+") is healed: taken back, so one token fewer is evaluated.
+        var healed = await HttpTest.PostOkAsync(_client, "/infill", Body(extra.Replace("\"token_healing\": false, ", "", StringComparison.Ordinal)));
+        Assert.Equal(infill.GetProperty("tokens_evaluated").GetInt32() - 1, healed.GetProperty("tokens_evaluated").GetInt32());
         await fixture.AssertEngineIdleAsync();
     }
 

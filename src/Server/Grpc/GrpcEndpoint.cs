@@ -181,7 +181,8 @@ internal sealed class GrpcEndpoint
             Logprobs = request.Logprobs,
         };
         var engineRequest = GenerationRequests.Build(_model, input, sampling, request.MaxTokens == 0 ? null : request.MaxTokens,
-            [.. request.Stop], [.. request.StopTokenIds], request.Priority, request.RequestId, _options.DefaultMaxTokens);
+            [.. request.Stop], [.. request.StopTokenIds], request.Priority, request.RequestId, _options.DefaultMaxTokens,
+            request.HasTokenHealing ? request.TokenHealing : null);
         return _model.Engine.Submit(engineRequest, cancellation);
     }
 

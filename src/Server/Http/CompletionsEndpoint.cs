@@ -77,7 +77,7 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
         };
         try
         {
-            var request = GenerationRequests.Build(model, prompt, sampling, body.MaxTokens, stop, [], priority: 0, id, options.DefaultMaxTokens);
+            var request = GenerationRequests.Build(model, prompt, sampling, body.MaxTokens, stop, [], priority: 0, id, options.DefaultMaxTokens, body.TokenHealing);
             return body.IgnoreEos == true ? request with { IgnoreEos = true } : request;
         }
         catch (RequestException e)

@@ -110,7 +110,7 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
             var first = low;
             // The FIM stop tokens, which the shared builder adds itself for an Infill input.
             IReadOnlyList<int> stopIds = input is PromptInput.TokenIds ? fim.StopIds : [];
-            var request = GenerationRequests.Build(model, input, sampling, maxTokens, stop, stopIds, 0, null, defaultMax);
+            var request = GenerationRequests.Build(model, input, sampling, maxTokens, stop, stopIds, 0, null, defaultMax, body.TokenHealing ?? true);
             return (body.IgnoreEos == true ? request with { IgnoreEos = true } : request, first > 0);
         }
         catch (RequestException e)

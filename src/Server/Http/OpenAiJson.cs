@@ -42,6 +42,9 @@ internal sealed class CompletionRequest
 
     /// <summary>Extension (as vLLM): keep generating past the model's end-of-sequence tokens.</summary>
     public bool? IgnoreEos { get; set; }
+
+    /// <summary>Extension: spell the prompt's last token again (default: on with a suffix, off without).</summary>
+    public bool? TokenHealing { get; set; }
 }
 
 internal sealed class StreamOptions
@@ -160,6 +163,9 @@ internal sealed class InfillRequest
     public JsonElement Stop { get; set; }
     public bool? Stream { get; set; }
     public bool? IgnoreEos { get; set; }
+
+    /// <summary>Extension: spell the prefix's last token again (default on).</summary>
+    public bool? TokenHealing { get; set; }
 }
 
 internal sealed class InfillExtraChunk

@@ -21,8 +21,12 @@ internal sealed class TokenTextTable
     /// <summary>Without a decoder the reference joins tokens with spaces.</summary>
     public bool JoinWithSpace { get; }
 
-    private TokenTextTable(byte[][] bytes, byte[][]? firstTokenBytes, int leadingStrip, char leadingStripChar, bool joinWithSpace)
+    /// <summary>Decoded by the ByteLevel decoder: a token's bytes never depend on its neighbours.</summary>
+    public bool ByteLevel { get; }
+
+    private TokenTextTable(byte[][] bytes, byte[][]? firstTokenBytes, int leadingStrip, char leadingStripChar, bool joinWithSpace, bool byteLevel)
     {
+        ByteLevel = byteLevel;
         _bytes = bytes;
         _firstTokenBytes = firstTokenBytes;
         LeadingStrip = leadingStrip;
@@ -78,7 +82,7 @@ internal sealed class TokenTextTable
             if (first is not null)
                 first[id] = bytes[id] is [(byte)' ', .. var rest] ? rest : bytes[id];
         }
-        return new TokenTextTable(bytes, first, strip?.Start ?? 0, strip?.Content ?? ' ', tokenizer.Decoder is null);
+        return new TokenTextTable(bytes, first, strip?.Start ?? 0, strip?.Content ?? ' ', tokenizer.Decoder is null, byteLevel && first is null);
     }
 
     private static void Flatten(TokenDecoder? decoder, List<TokenDecoder> steps)
