@@ -9,28 +9,27 @@ namespace InferenceServer.Engine;
 /// <summary>
 /// One model's continuous-batching loop. Requests are submitted from any thread; one dedicated
 /// thread owns all scheduling state and, every iteration:
-///   1. drops cancelled sequences and admits waiting ones while KV blocks and slots allow
-///      (longest cached prefix first);
-///   2. runs prefill chunks up to the token budget (fresh prompts in adjacent slots together,
-///      a chunk on top of a past alone, as GroupQueryAttention on the CPU requires);
-///   3. runs every decoding sequence in one batched step;
-///   4. samples, detokenizes, checks stops and hands text to each request's output;
-///   5. finished sequences leave their slot at once, their KV cached for reuse.
+///   1. drops cancelled sequences and admits waiting ones while KV blocks allow (a cached
+///      prefix is reused, not recomputed);
+///   2. has the model compute every decoding sequence's next position and prefill chunks up to
+///      the token budget: on the dense CPU path one batched decode run plus the prefill runs
+///      GroupQueryAttention allows (<see cref="SlotScheduler"/>), on the paged path one run for
+///      everything (<see cref="PagedScheduler"/>);
+///   3. samples, detokenizes, checks stops and hands text to each request's output;
+///   4. finished sequences leave at once, their KV cached for reuse.
 /// When a decoding sequence needs a block and none is free, cached KV is evicted first, then the
 /// newest running sequence is preempted (requeued to recompute its tokens later).
 /// </summary>
 public sealed class InferenceEngine : IAsyncDisposable
 {
-    private readonly IDecoderModel _model;
+    private readonly KvScheduler _scheduler;
     private readonly Tokenizer.Tokenizer _tokenizer;
     private readonly EngineOptions _options;
-    private readonly KvSlots _kv;
     private readonly EngineMetrics _metrics;
     private readonly SamplingWorkspace _workspace;
     private readonly ConcurrentQueue<Sequence> _incoming = new();
     private readonly PriorityQueue<Sequence, (int Priority, long Id)> _waiting = new();
     private readonly List<Sequence> _running;
-    private readonly Sequence?[] _bySlot;
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
     private readonly CancellationTokenSource _stop = new();
@@ -38,8 +37,6 @@ public sealed class InferenceEngine : IAsyncDisposable
     private readonly HashSet<int> _stopIds;
 
     // Per-iteration scratch, sized once.
-    private readonly SequenceStep[] _rows;
-    private readonly int[] _rowTokens;
     private readonly TopLogprob[] _alternatives = new TopLogprob[20];
     private readonly float[] _healingLogits;
     private readonly int[] _healingIds = new int[256];
@@ -49,34 +46,35 @@ public sealed class InferenceEngine : IAsyncDisposable
     private int _queued; // submitted, not yet admitted or finished while waiting
     private Exception? _fault;
 
+    /// <summary>An engine over the dense graph's KV slots (the CPU path).</summary>
     public InferenceEngine(IDecoderModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options)
         : this(model, tokenizer, options, startLoop: true)
     {
     }
 
+    /// <summary>An engine over the paged graph's block pool (the CUDA path).</summary>
+    public InferenceEngine(IPagedModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options)
+        : this(tokenizer, options, engine => new PagedScheduler(engine, model, options), startLoop: true)
+    {
+    }
+
     /// <summary>Without its thread, for the scheduler benchmark, which calls <see cref="Iterate"/> itself.</summary>
     internal InferenceEngine(IDecoderModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options, bool startLoop)
+        : this(tokenizer, options, engine => new SlotScheduler(engine, model ?? throw new ArgumentNullException(nameof(model)), options), startLoop)
     {
-        ArgumentNullException.ThrowIfNull(model);
+    }
+
+    private InferenceEngine(Tokenizer.Tokenizer tokenizer, EngineOptions options, Func<InferenceEngine, KvScheduler> scheduler, bool startLoop)
+    {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(options);
-        _model = model;
         _tokenizer = tokenizer;
         _options = options;
-        var physicalBlocks = model.Slots * ((model.Capacity + options.KvBlockTokens - 1) / options.KvBlockTokens);
-        var budgetBlocks = options.KvCacheBytes > 0
-            ? (int)Math.Min(physicalBlocks, options.KvCacheBytes / (model.KvBytesPerToken * options.KvBlockTokens))
-            : physicalBlocks;
-        if (budgetBlocks < 1)
-            throw new ArgumentException($"the KV budget of {options.KvCacheBytes} bytes holds less than one block of {options.KvBlockTokens} tokens", nameof(options));
-        _kv = new KvSlots(model.Slots, model.Capacity, options.KvBlockTokens, budgetBlocks);
-        _workspace = new SamplingWorkspace(model.VocabSize);
-        _healingLogits = new float[model.VocabSize];
-        _running = new List<Sequence>(model.Slots);
-        _finished = new List<Sequence>(model.Slots);
-        _bySlot = new Sequence?[model.Slots];
-        _rows = new SequenceStep[model.Slots];
-        _rowTokens = new int[Math.Max(model.Slots, options.MaxBatchTokens)];
+        _running = [];
+        _finished = [];
+        _scheduler = scheduler(this);
+        _workspace = new SamplingWorkspace(_scheduler.VocabSize);
+        _healingLogits = new float[_scheduler.VocabSize];
         _stopIds = [.. options.EosTokenIds];
         _metrics = new EngineMetrics(this);
         _thread = new Thread(Loop) { Name = "inference-engine", IsBackground = true };
@@ -86,13 +84,18 @@ public sealed class InferenceEngine : IAsyncDisposable
             _stopped.TrySetResult();
     }
 
-    /// <summary>The KV budget in blocks, and the tokens it holds.</summary>
-    public int TotalKvBlocks => _kv.TotalBlocks;
+    /// <summary>Sequences admitted and not yet finished, in admission order (the loop thread's).</summary>
+    internal List<Sequence> Running => _running;
 
-    public int Capacity => _model.Capacity;
+    internal EngineMetrics Metrics => _metrics;
+
+    /// <summary>The KV budget in blocks, and the tokens it holds.</summary>
+    public int TotalKvBlocks => _scheduler.TotalBlocks;
+
+    public int Capacity => _scheduler.Capacity;
 
     /// <summary>Tokens per KV block.</summary>
-    public int KvBlockTokens => _kv.BlockTokens;
+    public int KvBlockTokens => _scheduler.BlockTokens;
 
     /// <summary>Counts as of the latest iteration (read on any thread).</summary>
     public EngineSnapshot Snapshot
@@ -100,7 +103,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         get
         {
             int used = Volatile.Read(ref _usedBlocks), cached = Volatile.Read(ref _cachedBlocks);
-            return new EngineSnapshot(Volatile.Read(ref _runningCount), Volatile.Read(ref _waitingCount), used, cached, _kv.TotalBlocks - used - cached,
+            return new EngineSnapshot(Volatile.Read(ref _runningCount), Volatile.Read(ref _waitingCount), used, cached, _scheduler.TotalBlocks - used - cached,
                 Volatile.Read(ref _iterations), Volatile.Read(ref _cancellations), Volatile.Read(ref _lateCancellations));
         }
     }
@@ -139,7 +142,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         var computed = prompt.AsSpan(0, prompt.Length - (healed.Length > 0 ? 1 : 0));
         detokenizer.KnownLeadingBytes = healed.Length;
         var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, computed, healed,
-            new Sampler(sampling, _model.VocabSize, computed), detokenizer, output, Stopwatch.GetTimestamp(), cancellationToken);
+            new Sampler(sampling, _scheduler.VocabSize, computed), detokenizer, output, Stopwatch.GetTimestamp(), cancellationToken);
         _incoming.Enqueue(sequence);
         _metrics.Submitted(request.PromptTokens.Count);
         _wake.Release();
@@ -153,23 +156,23 @@ public sealed class InferenceEngine : IAsyncDisposable
             throw new RequestValidationException("the prompt is empty");
         if (request.MaxTokens < 1)
             throw new RequestValidationException($"max_tokens must be at least 1, got {request.MaxTokens}");
-        if (prompt.Count + request.MaxTokens > _model.Capacity)
+        if (prompt.Count + request.MaxTokens > _scheduler.Capacity)
             throw new RequestValidationException(
-                $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.MaxTokens}) exceeds the context length of {_model.Capacity} tokens");
-        if (_kv.BlocksFor(prompt.Count + 1) > _kv.TotalBlocks)
+                $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.MaxTokens}) exceeds the context length of {_scheduler.Capacity} tokens");
+        if (_scheduler.BlocksFor(prompt.Count + 1) > _scheduler.TotalBlocks)
             throw new RequestValidationException(
-                $"the prompt ({prompt.Count} tokens) does not fit the KV cache budget of {_kv.TotalBlocks * _kv.BlockTokens} tokens");
+                $"the prompt ({prompt.Count} tokens) does not fit the KV cache budget of {_scheduler.TotalBlocks * _scheduler.BlockTokens} tokens");
         foreach (var token in prompt)
         {
-            if ((uint)token >= (uint)_model.VocabSize)
-                throw new RequestValidationException($"token id {token} is outside the vocabulary (0..{_model.VocabSize - 1})");
+            if ((uint)token >= (uint)_scheduler.VocabSize)
+                throw new RequestValidationException($"token id {token} is outside the vocabulary (0..{_scheduler.VocabSize - 1})");
         }
         if (request.Sampling.Validate() is { } problem)
             throw new RequestValidationException(problem);
         foreach (var id in request.StopTokenIds)
         {
-            if ((uint)id >= (uint)_model.VocabSize)
-                throw new RequestValidationException($"stop token id {id} is outside the vocabulary (0..{_model.VocabSize - 1})");
+            if ((uint)id >= (uint)_scheduler.VocabSize)
+                throw new RequestValidationException($"stop token id {id} is outside the vocabulary (0..{_scheduler.VocabSize - 1})");
         }
         if (request.StopStrings.Any(string.IsNullOrEmpty))
             throw new RequestValidationException("stop strings cannot be empty");
@@ -220,9 +223,8 @@ public sealed class InferenceEngine : IAsyncDisposable
         DropCancelled();
         RetireFinished();
         Admit();
-        ReserveDecodeBlocks();
-        RunPrefills();
-        RunDecodes();
+        _scheduler.ReserveDecodeBlocks();
+        _scheduler.Run();
         RetireFinished();
         PublishSnapshot();
     }
@@ -287,80 +289,22 @@ public sealed class InferenceEngine : IAsyncDisposable
     // Highest priority first; a request that does not fit waits, and so does everything behind it.
     private void Admit()
     {
-        while (_waiting.TryPeek(out var sequence, out _) && TryAssignSlot(sequence))
+        while (_waiting.TryPeek(out var sequence, out _) && _scheduler.TryAdmit(sequence))
         {
             _waiting.Dequeue();
             if (sequence.Preemptions == 0)
                 Interlocked.Decrement(ref _queued);
             _running.Add(sequence);
-        }
-    }
-
-    private bool TryAssignSlot(Sequence sequence)
-    {
-        var tokens = sequence.Tokens.AsSpan(0, sequence.Length);
-        var (source, common) = _kv.LongestPrefix(tokens);
-        // Keep at least the last token to compute: its logits give the next token.
-        var reuse = Math.Min(common, sequence.Length - 1);
-        var takeOver = reuse > 0 && !_kv.IsOwned(source);
-        var slot = takeOver ? source : _kv.FindFreeSlot(keep: reuse > 0 ? source : -1);
-        if (slot < 0)
-            return false;
-
-        // Blocks for its tokens so far plus the next one. Taking a cached slot frees that slot's
-        // blocks; beyond that, evict other cached KV (never the prefix being reused).
-        var needed = _kv.BlocksFor(sequence.Length + 1);
-        while (_kv.FreeBlocks + (_kv.IsCached(slot) ? _kv.BlocksFor(_kv.Length(slot)) : 0) < needed)
-        {
-            if (!_kv.EvictOne(keep: reuse > 0 ? source : -1))
-                return false;
-        }
-
-        if (!takeOver && reuse > 0)
-        {
-            _model.CopyPrefix(source, slot, reuse);
-            _kv.CopyTokens(source, slot, reuse);
-        }
-        _kv.Take(slot, reuse, sequence.Length + 1);
-        sequence.Slot = slot;
-        sequence.Computed = reuse;
-        _bySlot[slot] = sequence;
-        if (sequence.CachedPromptTokens < 0)
-        {
-            sequence.CachedPromptTokens = Math.Min(reuse, sequence.PromptLength);
-            sequence.FirstAdmittedAt = Stopwatch.GetTimestamp();
-            _metrics.PrefixHit(sequence.CachedPromptTokens);
-        }
-        return true;
-    }
-
-    // Each decoding sequence writes one more position; crossing into a new block needs a free
-    // one: evict cached KV, else preempt the newest running sequence (possibly this one).
-    private void ReserveDecodeBlocks()
-    {
-        for (var i = 0; i < _running.Count; i++)
-        {
-            var sequence = _running[i];
-            var needed = sequence.Computed + 1;
-            if (!sequence.IsDecoding || _kv.BlocksFor(needed) <= _kv.OwnedBlocks(sequence.Slot))
-                continue;
-            var preempted = false;
-            while (_kv.FreeBlocks < 1 && !_kv.EvictOne(keep: -1))
+            if (sequence.CachedPromptTokens < 0)
             {
-                var victim = Newest();
-                Preempt(victim);
-                preempted = true;
-                if (victim == sequence)
-                    break;
+                sequence.CachedPromptTokens = Math.Min(sequence.Computed, sequence.PromptLength);
+                sequence.FirstAdmittedAt = Stopwatch.GetTimestamp();
+                _metrics.PrefixHit(sequence.CachedPromptTokens);
             }
-            if (sequence.Slot >= 0)
-                _kv.Reserve(sequence.Slot, needed);
-            if (preempted)
-                i = _running.IndexOf(sequence) is var at && at >= 0 ? at : i - 1; // the list shrank
         }
     }
 
-    private Sequence Newest()
+    internal Sequence Newest()
     {
         var newest = _running[0];
         foreach (var sequence in _running)
@@ -373,148 +317,57 @@ public sealed class InferenceEngine : IAsyncDisposable
 
     // The sequence gives up its slot (its KV stays cached, so it often comes back cheaply) and
     // waits to recompute its prompt and what it has generated so far.
-    private void Preempt(Sequence sequence)
+    internal void Preempt(Sequence sequence)
     {
         _running.Remove(sequence);
-        _kv.Release(sequence.Slot);
-        _bySlot[sequence.Slot] = null;
-        sequence.Slot = -1;
+        _scheduler.Release(sequence);
         sequence.Computed = 0;
         sequence.Preemptions++;
         _waiting.Enqueue(sequence, (-sequence.Request.Priority, sequence.Id));
         _metrics.Preempted();
     }
 
-    private void RunPrefills()
+    // Sample the next token from the logits of the sequence's last computed position.
+    internal void Accept(Sequence sequence, ReadOnlySpan<float> logits)
     {
-        var budget = _options.MaxBatchTokens;
-        foreach (var sequence in _running)
-        {
-            if (sequence.IsDecoding)
-                budget--;
-        }
-
-        for (var i = 0; i < _running.Count && budget > 0; i++)
-        {
-            var sequence = _running[i];
-            if (sequence.IsDecoding || sequence.Output.Abandoned)
-                continue;
-            if (sequence.Computed == 0)
-            {
-                budget -= PrefillFreshGroup(i, budget);
-                continue;
-            }
-            var chunk = Math.Min(Math.Min(sequence.Length - sequence.Computed, _options.PrefillChunkTokens), budget);
-            _rows[0] = new SequenceStep(sequence.Computed, chunk);
-            var logits = _model.Step(sequence.Slot, _rows.AsSpan(0, 1), sequence.Tokens.AsSpan(sequence.Computed, chunk));
-            AfterPrefill(sequence, chunk, logits);
-            budget -= chunk;
-        }
-    }
-
-    // Fresh prompts (nothing computed yet) in adjacent slots, each short enough for the budget,
-    // run as one right-padded batch. A long fresh prompt runs alone, in chunks.
-    private int PrefillFreshGroup(int index, int budget)
-    {
-        var first = _running[index];
-        var firstChunk = Math.Min(Math.Min(first.Length, _options.PrefillChunkTokens), budget);
-        var group = 1;
-        var used = firstChunk;
-        if (firstChunk == first.Length)
-        {
-            for (var slot = first.Slot + 1; slot < _bySlot.Length; slot++)
-            {
-                var next = _bySlot[slot];
-                if (next is null || next.Computed != 0 || next.IsDecoding || next.Length > _options.PrefillChunkTokens
-                    || used + next.Length > budget || next.Output.Abandoned)
-                    break;
-                group++;
-                used += next.Length;
-            }
-        }
-        var written = 0;
-        for (var r = 0; r < group; r++)
-        {
-            var sequence = _bySlot[first.Slot + r]!;
-            var count = r == 0 ? firstChunk : sequence.Length;
-            _rows[r] = new SequenceStep(0, count);
-            sequence.Tokens.AsSpan(0, count).CopyTo(_rowTokens.AsSpan(written));
-            written += count;
-        }
-        var logits = _model.Step(first.Slot, _rows.AsSpan(0, group), _rowTokens.AsSpan(0, written));
-        var vocab = _model.VocabSize;
-        for (var r = 0; r < group; r++)
-        {
-            var sequence = _bySlot[first.Slot + r]!;
-            AfterPrefill(sequence, r == 0 ? firstChunk : sequence.Length, logits.Slice(r * vocab, vocab));
-        }
-        return used;
-    }
-
-    private void AfterPrefill(Sequence sequence, int chunk, ReadOnlySpan<float> logits)
-    {
-        _kv.Computed(sequence.Slot, sequence.Computed, sequence.Tokens.AsSpan(sequence.Computed, chunk));
-        sequence.Computed += chunk;
-        _metrics.PromptComputed(chunk);
-        if (sequence.Computed == sequence.Length)
-            Accept(sequence, logits[.._model.VocabSize]);
-    }
-
-    private void RunDecodes()
-    {
-        var lastSlot = -1;
-        var decoding = 0;
-        foreach (var sequence in _running)
-        {
-            if (sequence.IsDecoding && !sequence.Output.IsFinished)
-            {
-                lastSlot = Math.Max(lastSlot, sequence.Slot);
-                decoding++;
-            }
-        }
-        if (decoding == 0)
-            return;
-
-        // One row per slot from 0 to the last decoding one; other slots in that range get a
-        // scratch row that writes past their valid KV.
-        for (var slot = 0; slot <= lastSlot; slot++)
-        {
-            var sequence = _bySlot[slot];
-            if (sequence is not null && sequence.IsDecoding && !sequence.Output.IsFinished)
-            {
-                _rows[slot] = new SequenceStep(sequence.Computed, 1);
-                _rowTokens[slot] = sequence.Tokens[sequence.Length - 1];
-            }
-            else
-            {
-                _rows[slot] = new SequenceStep(_kv.ScratchPosition(slot), 1);
-                _rowTokens[slot] = 0;
-            }
-        }
-        var logits = _model.Step(0, _rows.AsSpan(0, lastSlot + 1), _rowTokens.AsSpan(0, lastSlot + 1));
-        var vocab = _model.VocabSize;
-        for (var slot = 0; slot <= lastSlot; slot++)
-        {
-            var sequence = _bySlot[slot];
-            if (sequence is null || !sequence.IsDecoding || sequence.Output.IsFinished)
-                continue;
-            _kv.Computed(slot, sequence.Computed, sequence.Tokens.AsSpan(sequence.Computed, 1));
-            sequence.Computed++;
-            Accept(sequence, logits.Slice(slot * vocab, vocab));
-        }
-    }
-
-    // Sample the next token, hand its text to the output, and decide whether the sequence ends.
-    private void Accept(Sequence sequence, ReadOnlySpan<float> logits)
-    {
-        var healing = sequence.HealingLeft > 0;
-        if (healing)
+        if (sequence.HealingLeft > 0)
             logits = HealingLogits(sequence, logits);
         var sampled = sequence.Sampler.Sample(logits, _workspace, _alternatives.AsSpan(0, sequence.Request.Sampling.Logprobs), out var alternativeCount);
+        Emit(sequence, sampled, alternativeCount);
+    }
+
+    /// <summary>
+    /// Whether the sequence's next token needs its whole logits row, or the reductions a paged
+    /// step returns anyway will do: greedy, without penalties or healing, and no more reported
+    /// alternatives than the top-k holds.
+    /// </summary>
+    internal static bool NeedsLogits(Sequence sequence, int topK)
+    {
+        var sampling = sequence.Request.Sampling;
+        return !sampling.IsGreedy || sampling.HasPenalties || sequence.HealingLeft > 0 || sampling.Logprobs > topK;
+    }
+
+    /// <summary>
+    /// Takes the arg-max a paged step computed for a sequence that <see cref="NeedsLogits"/> says
+    /// needs nothing more; log-probabilities are the top logits less the row's logsumexp.
+    /// </summary>
+    internal void AcceptGreedy(Sequence sequence, int token, ReadOnlySpan<float> topLogits, ReadOnlySpan<long> topIds, float logSumExp)
+    {
+        sequence.Sampler.Skip(); // the one draw per token a seeded sequence's later tokens depend on
+        var logprob = topIds.Length > 0 && topIds[0] == token ? topLogits[0] - logSumExp : float.NaN;
+        var count = Math.Min(sequence.Request.Sampling.Logprobs, topIds.Length);
+        for (var i = 0; i < count; i++)
+            _alternatives[i] = new TopLogprob((int)topIds[i], topLogits[i] - logSumExp);
+        Emit(sequence, new SampledToken(token, logprob), count);
+    }
+
+    // Hand a chosen token to the sequence's output, and decide whether the sequence ends.
+    private void Emit(Sequence sequence, SampledToken sampled, int alternativeCount)
+    {
         var token = sampled.Id;
         sequence.Sampler.Accept(token);
         sequence.Tokens[sequence.Length++] = token;
-        if (healing)
+        if (sequence.HealingLeft > 0)
         {
             sequence.HealingTokens++;
             sequence.HealingLeft = _tokenizer.Healing!.Remaining(sequence.HealedBytes.AsSpan(^sequence.HealingLeft), token);
@@ -543,7 +396,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             Complete(sequence, FinishReason.Stop, null);
         else if (sequence.Detokenizer.Stopped)
             Complete(sequence, FinishReason.Stop, sequence.Detokenizer.MatchedStop);
-        else if (sequence.Generated - sequence.HealingTokens >= request.MaxTokens || sequence.Length >= _model.Capacity)
+        else if (sequence.Generated - sequence.HealingTokens >= request.MaxTokens || sequence.Length >= _scheduler.Capacity)
             Complete(sequence, FinishReason.Length, null);
     }
 
@@ -596,12 +449,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     {
         foreach (var sequence in _finished)
         {
-            if (sequence.Slot >= 0)
-            {
-                _kv.Release(sequence.Slot);
-                _bySlot[sequence.Slot] = null;
-                sequence.Slot = -1;
-            }
+            _scheduler.Release(sequence);
             _running.Remove(sequence);
             sequence.Dispose();
         }
@@ -620,8 +468,8 @@ public sealed class InferenceEngine : IAsyncDisposable
     {
         Volatile.Write(ref _runningCount, _running.Count);
         Volatile.Write(ref _waitingCount, _waiting.Count + _incoming.Count);
-        Volatile.Write(ref _usedBlocks, _kv.UsedBlocks);
-        Volatile.Write(ref _cachedBlocks, _kv.CachedBlocks);
+        Volatile.Write(ref _usedBlocks, _scheduler.UsedBlocks);
+        Volatile.Write(ref _cachedBlocks, _scheduler.CachedBlocks);
     }
 
     // On shutdown or failure every request still known gets its final event.

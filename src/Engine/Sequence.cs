@@ -45,8 +45,11 @@ internal sealed class Sequence : IDisposable
     /// <summary>Tokens whose KV is in the slot. A sequence decodes when all but its newest token are computed.</summary>
     public int Computed { get; set; }
 
-    /// <summary>The KV slot while admitted, else -1.</summary>
+    /// <summary>The KV slot while admitted on the dense path, else -1.</summary>
     public int Slot { get; set; } = -1;
+
+    /// <summary>The block table on the paged path (kept across preemptions, empty while waiting).</summary>
+    public Kv.PagedSequence? Blocks { get; set; }
 
     public int PromptLength { get; }
     public int Generated => Length - PromptLength;

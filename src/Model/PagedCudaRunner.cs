@@ -43,7 +43,7 @@ public readonly record struct PagedRow(int PastLength, int TokenCount);
 /// when a sampler needs them. Block tables come from the caller's KV manager: block ids index
 /// the pools' first axis.
 /// </summary>
-public sealed unsafe class PagedCudaRunner : IDisposable
+public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
 {
     private readonly InferenceSession _session;
     private readonly RunOptions _runOptions = new();

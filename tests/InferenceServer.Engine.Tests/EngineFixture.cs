@@ -31,6 +31,27 @@ public sealed class EngineFixture : IDisposable
         return (runner, engine, model as SlowModel);
     }
 
+    /// <summary>Greedy, past the end-of-sequence ids: a request whose tokens depend only on the model.</summary>
+    public static GenerationRequest Greedy(int[] prompt, int maxTokens) => new()
+    {
+        PromptTokens = prompt,
+        MaxTokens = maxTokens,
+        IgnoreEos = true,
+    };
+
+    /// <summary>Waits until the loop has retired everything: no running or waiting sequence, no KV block held.</summary>
+    public static async Task AssertIdleAsync(InferenceEngine engine)
+    {
+        for (var i = 0; i < 200; i++)
+        {
+            var s = engine.Snapshot;
+            if (s.Running == 0 && s.Waiting == 0 && s.UsedBlocks == 0)
+                return;
+            await Task.Delay(10);
+        }
+        Assert.Fail($"the engine did not return to idle: {engine.Snapshot}");
+    }
+
     public static int[] Prompt(int length, int seed)
     {
         var random = new Random(seed);
@@ -88,17 +109,7 @@ public sealed class EngineUnderTest : IAsyncDisposable
     internal SlowModel? Recorder { get; }
 
     /// <summary>Waits until the loop has retired everything: no running or waiting sequence, no KV block held.</summary>
-    public async Task AssertIdleAsync()
-    {
-        for (var i = 0; i < 200; i++)
-        {
-            var s = Engine.Snapshot;
-            if (s.Running == 0 && s.Waiting == 0 && s.UsedBlocks == 0)
-                return;
-            await Task.Delay(10);
-        }
-        Assert.Fail($"the engine did not return to idle: {Engine.Snapshot}");
-    }
+    public Task AssertIdleAsync() => EngineFixture.AssertIdleAsync(Engine);
 
     public async ValueTask DisposeAsync()
     {

@@ -1,17 +1,11 @@
 using System.Diagnostics.Metrics;
 using InferenceServer.Engine.Sampling;
+using static InferenceServer.Engine.Tests.EngineFixture;
 
 namespace InferenceServer.Engine.Tests;
 
 public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixture>
 {
-    private static GenerationRequest Greedy(int[] prompt, int maxTokens) => new()
-    {
-        PromptTokens = prompt,
-        MaxTokens = maxTokens,
-        IgnoreEos = true,
-    };
-
     private static async Task<int[]> AloneAsync(EngineFixture model, GenerationRequest request)
     {
         await using var alone = new EngineUnderTest(model, slots: 1);

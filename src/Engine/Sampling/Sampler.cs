@@ -89,6 +89,16 @@ public sealed class Sampler : IDisposable
             Record(token, generated: true);
     }
 
+    /// <summary>
+    /// Advances the generator by the one draw <see cref="Sample"/> would have taken, for a token
+    /// chosen elsewhere (an arg-max the model computed), so the draws of later tokens stay the same.
+    /// </summary>
+    public void Skip()
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        _random.NextDouble();
+    }
+
     /// <summary>Chooses the next token; reports no alternatives.</summary>
     public SampledToken Sample(ReadOnlySpan<float> logits, SamplingWorkspace workspace) =>
         Sample(logits, workspace, [], out _);

@@ -1,0 +1,178 @@
+using System.Text;
+using InferenceServer.Engine.Sampling;
+using static InferenceServer.Engine.Tests.EngineFixture;
+
+namespace InferenceServer.Engine.Tests;
+
+/// <summary>
+/// The engine on the paged path: one model step per iteration mixing prefill chunks and decodes,
+/// block tables from the paged KV cache, prefix blocks shared, sampling from the graph's
+/// reductions. The model is <see cref="ReferencePagedModel"/>: the paged contract on the CPU
+/// over the real small model.
+/// </summary>
+public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<EngineFixture>
+{
+    private sealed class PagedEngine : IAsyncDisposable
+    {
+        public PagedEngine(EngineFixture fixture, int kvBlocks = 64, EngineOptions? options = null)
+        {
+            Model = new ReferencePagedModel(fixture.Folder, kvBlocks);
+            Engine = new InferenceEngine(Model, fixture.Tokenizer, (options ?? new EngineOptions()) with { EosTokenIds = fixture.Folder.Config.Model.EosTokenId });
+        }
+
+        public ReferencePagedModel Model { get; }
+        public InferenceEngine Engine { get; }
+
+        public Task AssertIdleAsync() => EngineFixture.AssertIdleAsync(Engine);
+
+        public async ValueTask DisposeAsync()
+        {
+            await Engine.DisposeAsync();
+            Model.Dispose();
+        }
+    }
+
+    private async Task<GenerationResult> AloneAsync(GenerationRequest request)
+    {
+        await using var alone = new PagedEngine(model);
+        return await alone.Engine.Submit(request).CollectAsync();
+    }
+
+    [Fact]
+    public async Task Concurrent_requests_get_the_tokens_they_get_alone_in_one_step_per_iteration()
+    {
+        var requests = Enumerable.Range(0, 6).Select(i => Greedy(EngineFixture.Prompt(5 + i * 13, seed: i), maxTokens: 10 + i)).ToArray();
+        var expected = new List<int[]>();
+        foreach (var request in requests)
+            expected.Add([.. (await AloneAsync(request)).TokenIds]);
+
+        await using var test = new PagedEngine(model, options: new EngineOptions { PrefillChunkTokens = 16, MaxBatchTokens = 40 });
+        var outputs = new List<Task<GenerationResult>>();
+        foreach (var request in requests)
+        {
+            outputs.Add(test.Engine.Submit(request).CollectAsync());
+            await Task.Delay(2);
+        }
+        var results = await Task.WhenAll(outputs);
+        for (var i = 0; i < requests.Length; i++)
+        {
+            Assert.Equal(expected[i], results[i].TokenIds);
+            Assert.Equal(FinishReason.Length, results[i].FinishReason);
+        }
+
+        // Prefill chunks (several tokens) and decodes (one) of different sequences shared steps,
+        // no step carried more than the budget, no chunk more than its limit.
+        var steps = test.Model.Steps;
+        Assert.Contains(steps, s => s.Rows.Any(r => r.TokenCount > 1) && s.Rows.Any(r => r.TokenCount == 1 && r.PastLength > 0));
+        Assert.All(steps, s => Assert.InRange(s.Rows.Sum(r => r.TokenCount), 1, 40));
+        Assert.All(steps, s => Assert.All(s.Rows, r => Assert.InRange(r.TokenCount, 1, 16)));
+        // Greedy without logprobs samples from the reductions: no logits rows came back.
+        Assert.DoesNotContain(steps, s => s.WithLogits);
+        await test.AssertIdleAsync();
+    }
+
+    [Fact]
+    public async Task A_shared_prompt_prefix_is_served_from_cached_blocks()
+    {
+        var shared = EngineFixture.Prompt(50, seed: 11);
+        var first = Greedy(shared, maxTokens: 4);
+        var second = Greedy([.. shared[..40], .. EngineFixture.Prompt(7, seed: 12)], maxTokens: 12);
+        var expected = await AloneAsync(second);
+
+        await using var test = new PagedEngine(model);
+        var firstResult = await test.Engine.Submit(first).CollectAsync();
+        var secondResult = await test.Engine.Submit(second).CollectAsync();
+
+        Assert.Equal(0, firstResult.Usage.CachedPromptTokens);
+        Assert.Equal(32, secondResult.Usage.CachedPromptTokens); // two full blocks of 16 of the 40 shared tokens
+        Assert.Equal(expected.TokenIds, secondResult.TokenIds);
+        // The second prompt's first step started after the cached blocks.
+        Assert.Contains(test.Model.Steps, s => s.Rows.Any(r => r.PastLength == 32 && r.TokenCount == 47 - 32));
+        await test.AssertIdleAsync();
+        Assert.True(test.Engine.Snapshot.CachedBlocks > 0);
+    }
+
+    [Fact]
+    public async Task When_the_pool_runs_out_sequences_are_preempted_and_still_get_their_tokens()
+    {
+        var requests = Enumerable.Range(0, 4).Select(i => Greedy(EngineFixture.Prompt(20, seed: 30 + i), maxTokens: 40)).ToArray();
+        var expected = new List<int[]>();
+        foreach (var request in requests)
+            expected.Add([.. (await AloneAsync(request)).TokenIds]);
+
+        // Each needs 4 blocks of 16 by its end; 10 blocks cannot hold all four at once.
+        await using var test = new PagedEngine(model, kvBlocks: 10);
+        var results = await Task.WhenAll(requests.Select(r => test.Engine.Submit(r).CollectAsync()));
+        for (var i = 0; i < requests.Length; i++)
+            Assert.Equal(expected[i], results[i].TokenIds);
+        await test.AssertIdleAsync();
+    }
+
+    [Fact]
+    public async Task Seeded_sampling_and_penalties_use_the_logits_rows_and_match_the_run_alone()
+    {
+        var request = Greedy(EngineFixture.Prompt(9, seed: 40), maxTokens: 16) with
+        {
+            Sampling = new SamplingParameters { Temperature = 0.9, TopP = 0.9, Seed = 1234, RepetitionPenalty = 1.2 },
+        };
+        var expected = await AloneAsync(request);
+
+        await using var test = new PagedEngine(model);
+        var noise = test.Engine.Submit(Greedy(EngineFixture.Prompt(12, seed: 41), maxTokens: 20)).CollectAsync();
+        var result = await test.Engine.Submit(request).CollectAsync();
+        await noise;
+
+        Assert.Equal(expected.TokenIds, result.TokenIds);
+        Assert.Contains(test.Model.Steps, s => s.WithLogits);
+        await test.AssertIdleAsync();
+    }
+
+    [Fact]
+    public async Task Greedy_logprobs_come_from_the_top_k_and_logsumexp()
+    {
+        var request = Greedy(EngineFixture.Prompt(9, seed: 50), maxTokens: 5) with { Sampling = SamplingParameters.Greedy with { Logprobs = 3 } };
+        await using var test = new PagedEngine(model);
+        var result = await test.Engine.Submit(request).CollectAsync();
+
+        Assert.Equal(5, result.Logprobs.Count);
+        foreach (var item in result.Logprobs)
+        {
+            Assert.Equal(3, item.TopAlternatives.Count);
+            Assert.Equal(item.TopAlternatives[0].Id, item.TokenId); // greedy: the chosen token is the best
+            Assert.Equal(item.TopAlternatives[0].Logprob, item.Logprob);
+            Assert.True(item.Logprob <= 0 && item.Logprob > -20);
+            Assert.True(item.TopAlternatives[0].Logprob >= item.TopAlternatives[1].Logprob);
+        }
+        Assert.DoesNotContain(test.Model.Steps, s => s.WithLogits);
+        await test.AssertIdleAsync();
+    }
+
+    [Fact]
+    public async Task Token_healing_works_on_the_paged_path()
+    {
+        var tokenizer = model.Tokenizer;
+        var request = Greedy(tokenizer.Encode("def f(x):\n    "), maxTokens: 5) with { HealPromptEnd = true };
+        var healed = tokenizer.Healing!.HealableEnd(request.PromptTokens.ToArray())!;
+
+        await using var test = new PagedEngine(model);
+        var result = await test.Engine.Submit(request).CollectAsync();
+
+        var bytes = result.TokenIds.SelectMany(id => tokenizer.Healing.Bytes(id).ToArray()).ToArray();
+        Assert.True(bytes.AsSpan().StartsWith(healed));
+        Assert.Equal(Encoding.UTF8.GetString(bytes.AsSpan(healed.Length)), result.Text);
+        await test.AssertIdleAsync();
+    }
+
+    [Fact]
+    public async Task A_cancelled_request_gives_its_blocks_back()
+    {
+        await using var test = new PagedEngine(model);
+        using var cancel = new CancellationTokenSource();
+        var output = test.Engine.Submit(Greedy(EngineFixture.Prompt(30, seed: 60), maxTokens: 200), cancel.Token);
+        await using var reader = output.GetAsyncEnumerator();
+        Assert.True(await reader.MoveNextAsync());
+        await cancel.CancelAsync();
+        await test.AssertIdleAsync();
+        Assert.Equal(0, test.Engine.Snapshot.UsedBlocks);
+    }
+}
