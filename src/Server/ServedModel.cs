@@ -15,9 +15,9 @@ public enum ServingState
 /// <summary>A loaded model as the front ends see it: its name, tokenizer, engine and limits.</summary>
 public sealed class ServedModel : IAsyncDisposable
 {
-    private readonly DecoderRunner? _runner;
+    private readonly IDisposable? _runner;
 
-    public ServedModel(string name, ModelFolder folder, Tokenizer.Tokenizer tokenizer, InferenceEngine engine, int maxBatch, DecoderRunner? runner = null)
+    public ServedModel(string name, ModelFolder folder, Tokenizer.Tokenizer tokenizer, InferenceEngine engine, int maxBatch, IDisposable? runner = null)
     {
         Name = name;
         Folder = folder;
@@ -37,21 +37,42 @@ public sealed class ServedModel : IAsyncDisposable
     public int ContextLength => Engine.Capacity;
     public int VocabSize => Folder.Config.Model.VocabSize;
 
-    /// <summary>Loads a model folder and starts its engine.</summary>
-    public static ServedModel Load(string path, int maxBatch, int contextLength, int intraOpThreads, EngineOptions engineOptions)
+    /// <summary>
+    /// Loads a model folder and starts its engine: on the CPU over the dense graph, or with
+    /// <paramref name="cuda"/> on the GPU over the paged graph (maxBatch sequences at once, the KV
+    /// pool sized from the GPU memory left free).
+    /// </summary>
+    public static ServedModel Load(string path, int maxBatch, int contextLength, int intraOpThreads, EngineOptions engineOptions, bool cuda = false)
     {
         var folder = ModelFolder.Load(path);
         ServingHints.FimOrder(folder); // a bad serving.json fails here, before an engine thread starts
         if (folder.TokenizerPath is null)
             throw new ModelLoadException($"{folder.Path} has no tokenizer.json; the server needs one");
         var tokenizer = InferenceServer.Tokenizer.Tokenizer.Load(folder.TokenizerPath);
+        var options = engineOptions with { EosTokenIds = folder.Config.Model.EosTokenId };
+        if (cuda)
+        {
+            if (CudaRuntime.Unavailable() is { } why)
+                throw new ModelLoadException($"cannot serve on CUDA: {why}");
+            var paged = new PagedCudaRunner(folder, new PagedRunnerOptions { MaxSequences = maxBatch, MaxSequenceLength = contextLength });
+            try
+            {
+                var pagedEngine = new InferenceEngine(paged, tokenizer, options);
+                return new ServedModel(Path.GetFileName(folder.Path), folder, tokenizer, pagedEngine, maxBatch, paged);
+            }
+            catch
+            {
+                paged.Dispose();
+                throw;
+            }
+        }
         var runner = new DecoderRunner(folder, new RunnerOptions
         {
             MaxBatch = maxBatch,
             MaxSequenceLength = contextLength,
             IntraOpThreads = intraOpThreads,
         });
-        var engine = new InferenceEngine(runner, tokenizer, engineOptions with { EosTokenIds = folder.Config.Model.EosTokenId });
+        var engine = new InferenceEngine(runner, tokenizer, options);
         return new ServedModel(Path.GetFileName(folder.Path), folder, tokenizer, engine, maxBatch, runner);
     }
 

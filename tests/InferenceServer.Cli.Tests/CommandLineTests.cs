@@ -56,6 +56,8 @@ public sealed class CommandLineTests
     [InlineData("detokenize", "--tokenizer", "TOKENIZER", "--ids", "1,two")]
     [InlineData("tokenize", "--tokenizer", "TOKENIZER", "--jsonl")]
     [InlineData("generate", "--model", "/nonexistent/model", "--prompt-ids", "1")]
+    [InlineData("serve", "--device", "gpu")]
+    [InlineData("serve", "--device", "cuda", "--model", "/nonexistent/model")]
     [InlineData("build-model", "--input", "TOKENIZER", "--random-config", "x.json", "--output", "/tmp/never")]
     public void Bad_input_gives_one_error_line_and_exit_code_1(params string[] arguments)
     {

@@ -20,7 +20,8 @@ internal static class ServeCommand
     private static readonly Setting<int> HttpPort = new("http-port", "OpenAI-style HTTP port.", ServerOptions.DefaultHttpPort);
     private static readonly Setting<int> GrpcPort = new("grpc-port", "gRPC port (HTTP/2).", ServerOptions.DefaultGrpcPort);
     private static readonly Setting<bool> Tls = new("tls", "Serve both ports over TLS with the certificate in the configuration file's Kestrel:Certificates:Default (HTTP/2 by ALPN).", false);
-    private static readonly Setting<int> MaxBatch = new("max-batch", "Sequences served at once (KV slots).", 8);
+    private static readonly Setting<string> Device = new("device", "cpu (the dense graph on ONNX Runtime's CPU provider) or cuda (the paged graph on the CUDA provider; its KV pool takes 90% of the GPU memory left free).", "cpu");
+    private static readonly Setting<int> MaxBatch = new("max-batch", "Sequences served at once (KV slots on the CPU, block table rows on CUDA).", 8);
     private static readonly Setting<int> ContextLength = new("context-length", "Tokens per sequence (0: the model's context length).", 0);
     private static readonly Setting<long> KvCacheBytes = new("kv-cache-bytes", "KV cache budget in bytes (0: all slots).", 0L);
     private static readonly Setting<int> MaxWaiting = new("max-waiting", "Requests that may wait; more are refused (RESOURCE_EXHAUSTED / 429).", 256);
@@ -31,7 +32,7 @@ internal static class ServeCommand
 
     public static IEnumerable<Option> Options =>
     [
-        ConfigurationFile.Option, Model.Option, Host.Option, HttpPort.Option, GrpcPort.Option, Tls.Option, MaxBatch.Option,
+        ConfigurationFile.Option, Model.Option, Device.Option, Host.Option, HttpPort.Option, GrpcPort.Option, Tls.Option, MaxBatch.Option,
         ContextLength.Option, KvCacheBytes.Option, MaxWaiting.Option, Threads.Option, ApiKeys.Option, MaxMessageBytes.Option, GraceSeconds.Option,
     ];
 
@@ -50,6 +51,7 @@ internal static class ServeCommand
         ServerOptions options;
         string modelPath;
         int maxBatch, contextLength, threads;
+        bool cuda;
         EngineOptions engine;
         try
         {
@@ -70,6 +72,12 @@ internal static class ServeCommand
                 ShutdownGracePeriod = TimeSpan.FromSeconds(GraceSeconds.Resolve(parseResult, file)),
             };
             modelPath = Model.Resolve(parseResult, file);
+            cuda = Device.Resolve(parseResult, file) switch
+            {
+                "cpu" => false,
+                "cuda" => true,
+                var other => throw new SettingException($"device '{other}' is not cpu or cuda"),
+            };
             maxBatch = MaxBatch.Resolve(parseResult, file);
             contextLength = ContextLength.Resolve(parseResult, file);
             threads = Threads.Resolve(parseResult, file);
@@ -83,7 +91,7 @@ internal static class ServeCommand
         ServedModel model;
         try
         {
-            model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, engine);
+            model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, engine, cuda);
         }
         catch (Exception e) when (e is ModelLoadException or Tokenizer.TokenizerLoadException or ArgumentException)
         {
