@@ -41,18 +41,15 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
     [Fact]
     public async Task Concurrent_requests_get_the_tokens_they_get_alone_in_one_step_per_iteration()
     {
-        var requests = Enumerable.Range(0, 6).Select(i => Greedy(EngineFixture.Prompt(5 + i * 13, seed: i), maxTokens: 10 + i)).ToArray();
+        // A long prompt (13 chunks of 16) arriving with short ones: its chunks share steps with their decodes.
+        var requests = new[] { Greedy(EngineFixture.Prompt(200, seed: 9), maxTokens: 3) }
+            .Concat(Enumerable.Range(0, 5).Select(i => Greedy(EngineFixture.Prompt(5 + i * 13, seed: i), maxTokens: 10 + i))).ToArray();
         var expected = new List<int[]>();
         foreach (var request in requests)
             expected.Add([.. (await AloneAsync(request)).TokenIds]);
 
         await using var test = new PagedEngine(model, options: new EngineOptions { PrefillChunkTokens = 16, MaxBatchTokens = 40 });
-        var outputs = new List<Task<GenerationResult>>();
-        foreach (var request in requests)
-        {
-            outputs.Add(test.Engine.Submit(request).CollectAsync());
-            await Task.Delay(2);
-        }
+        var outputs = requests.Select(r => test.Engine.Submit(r).CollectAsync()).ToList();
         var results = await Task.WhenAll(outputs);
         for (var i = 0; i < requests.Length; i++)
         {

@@ -107,7 +107,7 @@ public sealed class EndToEndTests(ServerFixture fixture) : IClassFixture<ServerF
             Levels = [1],
             Duration = TimeSpan.FromSeconds(1),
             PromptTokens = 32,
-            OutputTokens = 8,
+            OutputTokens = 32,
             Manifest = WriteManifest(output),
             Out = output.Combine("report"),
             References = ["runner"],
@@ -121,8 +121,12 @@ public sealed class EndToEndTests(ServerFixture fixture) : IClassFixture<ServerF
         var level = Assert.Single(Assert.Single(report.Runs).Levels);
         Assert.Equal(0, level.Failed);
         Assert.True(report.Runner!.Levels[0].StepMs!.P50 > 0);
-        var overhead = Assert.Single(report.ServingOverhead);
-        Assert.True(overhead.Ratio > 0);
+        // The overhead needs inter-token gaps; on a loaded machine the small model's tokens can all
+        // reach the client in one message, which leaves none.
+        if (level.InterTokenMs is not null)
+            Assert.True(Assert.Single(report.ServingOverhead).Ratio > 0);
+        else
+            Assert.Empty(report.ServingOverhead);
         Assert.Equal("llama", report.Model);
     }
 
