@@ -68,6 +68,20 @@ public sealed class EngineFixture : IDisposable
 internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay) : IDecoderModel
 {
     private readonly List<(int FirstSlot, SequenceStep[] Rows)> _steps = [];
+    private readonly ManualResetEventSlim _open = new(initialState: true);
+    private readonly SemaphoreSlim _held = new(0);
+
+    /// <summary>
+    /// Stops the engine inside its next step and returns once it is stopped there; disposing the
+    /// handle lets it go on. What a test submits meanwhile is found at the very next iteration, so
+    /// "a request arriving mid-decode" does not depend on how busy the machine is.
+    /// </summary>
+    public async Task<IDisposable> HoldNextStepAsync()
+    {
+        _open.Reset();
+        await _held.WaitAsync();
+        return new Release(_open);
+    }
 
     /// <summary>Every step the engine ran, in order: which slots, with what past and how many tokens.</summary>
     public IReadOnlyList<(int FirstSlot, SequenceStep[] Rows)> Steps
@@ -89,8 +103,18 @@ internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay) : IDecoder
     {
         lock (_steps)
             _steps.Add((firstSlot, rows.ToArray()));
+        if (!_open.IsSet)
+        {
+            _held.Release();
+            _open.Wait();
+        }
         Thread.Sleep(delay);
         return runner.Step(firstSlot, rows, tokens);
+    }
+
+    private sealed class Release(ManualResetEventSlim open) : IDisposable
+    {
+        public void Dispose() => open.Set();
     }
 
     public void CopyPrefix(int fromSlot, int toSlot, int length) => runner.CopyPrefix(fromSlot, toSlot, length);

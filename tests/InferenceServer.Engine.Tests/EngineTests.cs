@@ -44,7 +44,10 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         var longOne = test.Engine.Submit(Greedy(EngineFixture.Prompt(10, 1), maxTokens: 200));
         await using var reader = longOne.GetAsyncEnumerator();
         Assert.True(await reader.MoveNextAsync()); // the long one is decoding
-        var shortOne = await test.Engine.Submit(Greedy(EngineFixture.Prompt(6, 2), maxTokens: 3)).CollectAsync();
+        GenerationOutput shortSubmitted;
+        using (await test.Recorder!.HoldNextStepAsync())
+            shortSubmitted = test.Engine.Submit(Greedy(EngineFixture.Prompt(6, 2), maxTokens: 3));
+        var shortOne = await shortSubmitted.CollectAsync();
         while (await reader.MoveNextAsync())
         {
         }
@@ -65,7 +68,10 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         var decoding = test.Engine.Submit(Greedy(EngineFixture.Prompt(4, 3), maxTokens: 100));
         await using var reader = decoding.GetAsyncEnumerator();
         Assert.True(await reader.MoveNextAsync());
-        var longPrompt = await test.Engine.Submit(Greedy(EngineFixture.Prompt(200, 4), maxTokens: 2)).CollectAsync();
+        GenerationOutput longSubmitted;
+        using (await test.Recorder!.HoldNextStepAsync())
+            longSubmitted = test.Engine.Submit(Greedy(EngineFixture.Prompt(200, 4), maxTokens: 2));
+        var longPrompt = await longSubmitted.CollectAsync();
         while (await reader.MoveNextAsync())
         {
         }
