@@ -338,27 +338,33 @@ public sealed class InferenceEngine : IAsyncDisposable
 
     /// <summary>
     /// Whether the sequence's next token needs its whole logits row, or the reductions a paged
-    /// step returns anyway will do: greedy, without penalties or healing, and no more reported
-    /// alternatives than the top-k holds.
+    /// step returns anyway will do (<see cref="Sampler.CanSampleFromTop"/>: greedy or top-k
+    /// within the graph's, no penalties, no more alternatives than it holds); token healing
+    /// masks the logits, so it needs the row.
     /// </summary>
-    internal static bool NeedsLogits(Sequence sequence, int topK)
-    {
-        var sampling = sequence.Request.Sampling;
-        return !sampling.IsGreedy || sampling.HasPenalties || sequence.HealingLeft > 0 || sampling.Logprobs > topK;
-    }
+    internal static bool NeedsLogits(Sequence sequence, int topK) =>
+        sequence.HealingLeft > 0 || !sequence.Sampler.CanSampleFromTop(topK);
 
     /// <summary>
-    /// Takes the arg-max a paged step computed for a sequence that <see cref="NeedsLogits"/> says
-    /// needs nothing more; log-probabilities are the top logits less the row's logsumexp.
+    /// Chooses a token for a sequence that <see cref="NeedsLogits"/> says needs nothing more than
+    /// what a paged step reduced: greedy takes the step's arg-max, top-k sampling draws from the
+    /// best logits; log-probabilities are those logits less the row's logsumexp.
     /// </summary>
-    internal void AcceptGreedy(Sequence sequence, int token, ReadOnlySpan<float> topLogits, ReadOnlySpan<long> topIds, float logSumExp)
+    internal void AcceptReduced(Sequence sequence, int argMax, ReadOnlySpan<float> topLogits, ReadOnlySpan<long> topIds, float logSumExp)
     {
+        var alternatives = _alternatives.AsSpan(0, sequence.Request.Sampling.Logprobs);
+        if (!sequence.Request.Sampling.IsGreedy)
+        {
+            var sampled = sequence.Sampler.SampleFromTop(topLogits, topIds, logSumExp, _workspace, alternatives, out var written);
+            Emit(sequence, sampled, written);
+            return;
+        }
         sequence.Sampler.Skip(); // the one draw per token a seeded sequence's later tokens depend on
-        var logprob = topIds.Length > 0 && topIds[0] == token ? topLogits[0] - logSumExp : float.NaN;
-        var count = Math.Min(sequence.Request.Sampling.Logprobs, topIds.Length);
+        var logprob = topIds.Length > 0 && topIds[0] == argMax ? topLogits[0] - logSumExp : float.NaN;
+        var count = Math.Min(alternatives.Length, topIds.Length);
         for (var i = 0; i < count; i++)
-            _alternatives[i] = new TopLogprob((int)topIds[i], topLogits[i] - logSumExp);
-        Emit(sequence, new SampledToken(token, logprob), count);
+            alternatives[i] = new TopLogprob((int)topIds[i], topLogits[i] - logSumExp);
+        Emit(sequence, new SampledToken(argMax, logprob), count);
     }
 
     // Hand a chosen token to the sequence's output, and decide whether the sequence ends.

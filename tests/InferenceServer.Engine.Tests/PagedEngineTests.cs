@@ -14,9 +14,9 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
 {
     private sealed class PagedEngine : IAsyncDisposable
     {
-        public PagedEngine(EngineFixture fixture, int kvBlocks = 64, EngineOptions? options = null)
+        public PagedEngine(EngineFixture fixture, int kvBlocks = 64, EngineOptions? options = null, int topK = 8)
         {
-            Model = new ReferencePagedModel(fixture.Folder, kvBlocks);
+            Model = new ReferencePagedModel(fixture.Folder, kvBlocks, topK: topK);
             Engine = new InferenceEngine(Model, fixture.Tokenizer, (options ?? new EngineOptions()) with { EosTokenIds = fixture.Folder.Config.Model.EosTokenId });
         }
 
@@ -122,6 +122,36 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
         Assert.Equal(expected.TokenIds, result.TokenIds);
         Assert.Contains(test.Model.Steps, s => s.WithLogits);
         await test.AssertIdleAsync();
+    }
+
+    [Fact]
+    public async Task Top_k_sampling_draws_from_the_reduced_logits_as_it_would_from_the_rows()
+    {
+        var request = Greedy(EngineFixture.Prompt(9, seed: 45), maxTokens: 16) with
+        {
+            Sampling = new SamplingParameters { Temperature = 1.2, TopK = 6, TopP = 0.95, Seed = 77, Logprobs = 2 },
+        };
+        // A graph reducing to 4 logits cannot serve top_k = 6: those steps fetch the rows.
+        await using var rows = new PagedEngine(model, topK: 4);
+        var expected = await rows.Engine.Submit(request).CollectAsync();
+        Assert.All(rows.Model.Steps, s => Assert.True(s.WithLogits));
+
+        await using var test = new PagedEngine(model, topK: 8);
+        var noise = test.Engine.Submit(Greedy(EngineFixture.Prompt(12, seed: 46), maxTokens: 20)).CollectAsync();
+        var result = await test.Engine.Submit(request).CollectAsync();
+        await noise;
+
+        Assert.Equal(expected.TokenIds, result.TokenIds);
+        // The rows' logprobs normalize in double, the reduction's logsumexp is a float.
+        Assert.Equal(expected.Logprobs.Count, result.Logprobs.Count);
+        foreach (var (e, a) in expected.Logprobs.Zip(result.Logprobs))
+        {
+            Assert.Equal(e.Logprob, a.Logprob, tolerance: 1e-4);
+            Assert.Equal(e.TopAlternatives.Select(t => t.Id), a.TopAlternatives.Select(t => t.Id));
+        }
+        Assert.DoesNotContain(test.Model.Steps, s => s.WithLogits);
+        await test.AssertIdleAsync();
+        await rows.AssertIdleAsync();
     }
 
     [Fact]

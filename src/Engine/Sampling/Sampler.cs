@@ -158,6 +158,77 @@ public sealed class Sampler : IDisposable
         return new SampledToken(id, reportLogprobs ? (float)(logits[id] - rawLogNormalizer) : float.NaN);
     }
 
+    /// <summary>
+    /// Whether <see cref="SampleFromTop"/> can choose this sequence's tokens from the best
+    /// <paramref name="topCount"/> logits of each step: nothing changes the logits (no
+    /// penalties), top-k keeps no token outside them (greedy, or 0 &lt; top_k &lt;= topCount;
+    /// top-p and min-p then only narrow what top-k kept), and no more alternatives are asked for.
+    /// </summary>
+    public bool CanSampleFromTop(int topCount) =>
+        !_parameters.HasPenalties && _parameters.Logprobs <= topCount
+        && (_parameters.IsGreedy || (_parameters.TopK > 0 && _parameters.TopK <= topCount));
+
+    /// <summary>
+    /// Chooses the next token from a step's best logits alone (best first, with the logsumexp of
+    /// the whole row), as a paged step reduces them on the device: the choice <see cref="Sample"/>
+    /// makes from the whole row, by the same steps and the same one draw, when
+    /// <see cref="CanSampleFromTop"/> holds. Not recorded: call <see cref="Accept"/>.
+    /// </summary>
+    public SampledToken SampleFromTop(ReadOnlySpan<float> topLogits, ReadOnlySpan<long> topIds, float logSumExp, SamplingWorkspace workspace,
+        Span<TopLogprob> alternatives, out int alternativesWritten)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(workspace);
+        if (topIds.Length != topLogits.Length || topIds.Length == 0)
+            throw new ArgumentException("expected as many top ids as top logits, at least one", nameof(topIds));
+        if (!CanSampleFromTop(topIds.Length))
+            throw new InvalidOperationException($"these sampling parameters need the whole logits row, not the best {topIds.Length}");
+
+        var uniform = _random.NextDouble();
+        alternativesWritten = Math.Min(Math.Min(_parameters.Logprobs, alternatives.Length), topIds.Length);
+        for (var i = 0; i < alternativesWritten; i++)
+            alternatives[i] = new TopLogprob((int)topIds[i], topLogits[i] - logSumExp);
+
+        var chosen = 0;
+        if (!_parameters.IsGreedy)
+        {
+            // e, f. Temperature over the k best (the logits are best first: the first is the maximum).
+            var k = _parameters.TopK;
+            var weights = workspace.CandidateWeights.AsSpan(0, k);
+            TensorPrimitives.Subtract(topLogits[..k], topLogits[0], weights);
+            if (_parameters.Temperature != 1.0)
+                TensorPrimitives.Divide(weights, (float)_parameters.Temperature, weights);
+            TensorPrimitives.Exp(weights, weights);
+
+            // g. Top-p: the shortest best-first run reaching the mass.
+            var count = k;
+            if (_parameters.TopP < 1.0)
+            {
+                var required = RequiredMass(SumAsDouble(weights), _parameters.TopP);
+                var mass = 0.0;
+                for (count = 0; count < k && mass < required; count++)
+                    mass += weights[count];
+            }
+
+            // h, i. Min-p, then the draw over the survivors in id order, as Sample walks them.
+            var minPThreshold = _parameters.MinP > 0.0 ? (float)(_parameters.MinP * weights[0]) : 0f;
+            var exponentials = workspace.Exponentials;
+            var ids = workspace.CandidateIds.AsSpan(0, count);
+            var survivors = 0;
+            for (var i = 0; i < count; i++)
+            {
+                if (weights[i] < minPThreshold)
+                    continue;
+                var id = (int)topIds[i];
+                exponentials[id] = weights[i];
+                ids[survivors++] = id;
+            }
+            var token = DrawFromCandidates(ids[..survivors], exponentials, workspace, uniform);
+            chosen = topIds[..count].IndexOf(token);
+        }
+        return new SampledToken((int)topIds[chosen], _parameters.Logprobs > 0 ? topLogits[chosen] - logSumExp : float.NaN);
+    }
+
     /// <summary>Returns the rented tables to the pool; the sampler cannot be used afterwards.</summary>
     public void Dispose()
     {

@@ -9,7 +9,8 @@ namespace InferenceServer.Engine;
 /// the same prefix, and kept after their sequences end). An iteration is one model run: every
 /// decoding sequence's next position first, then prefill chunks of any number of sequences up to
 /// the token budget. Sampling mostly uses what the graph reduced on the device (arg-max, top-k,
-/// logsumexp); the whole logits rows come back only in steps where some sequence needs them.
+/// logsumexp: greedy and top-k sampling need nothing more); the whole logits rows come back only
+/// in steps where some sequence needs them (penalties, token healing, sampling over the whole vocabulary).
 /// </summary>
 internal sealed class PagedScheduler : KvScheduler
 {
@@ -144,7 +145,7 @@ internal sealed class PagedScheduler : KvScheduler
             if (withLogits && InferenceEngine.NeedsLogits(sequence, topK))
                 _engine.Accept(sequence, result.Logits.Slice(r * vocab, vocab));
             else
-                _engine.AcceptGreedy(sequence, (int)result.NextTokens[r], result.TopLogits.Slice(r * topK, topK), result.TopIds.Slice(r * topK, topK), result.LogSumExp[r]);
+                _engine.AcceptReduced(sequence, (int)result.NextTokens[r], result.TopLogits.Slice(r * topK, topK), result.TopIds.Slice(r * topK, topK), result.LogSumExp[r]);
         }
     }
 
