@@ -163,6 +163,8 @@ def main() -> None:
     ap.add_argument("--resume", default=None, help="folder written by this script to carry on training from")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--checkpoint-minutes", type=float, default=20,
+                    help="also write --out every so often, so a run stopped early still leaves a usable folder (0: only at the end)")
     args = ap.parse_args()
 
     device = torch.device("cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu")
@@ -216,9 +218,32 @@ def main() -> None:
     schedule = lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))  # noqa: E731
     amp = device.type == "cuda"
 
+    def save(done_steps: int) -> dict:
+        summary = {
+            "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
+            "parameters": model.parameter_count(),
+            "train_tokens": done_steps * seq * batch,
+            "sequence_length": seq,
+            "batch": batch,
+            "steps": done_steps,
+            "peak_learning_rate": peak,
+            "minutes": round((time.time() - started) / 60, 1),
+            "validation": history,
+            "torch": torch.__version__,
+            "seed": args.seed,
+        }
+        if done_steps < steps:
+            summary["planned_steps"] = steps
+        if earlier:
+            summary["resumed_from"] = args.resume
+            summary["earlier_runs"] = earlier
+        save_hf_folder(args.out, model, config, tokenizer, summary)
+        return summary
+
     epoch, order, cursor, train = 0, None, 0, None
     started = time.time()
     history = []
+    last_checkpoint = started
     for step in range(steps):
         if train is None or cursor + batch > len(order):
             # Each pass over the corpus draws new fill-in-the-middle cut points.
@@ -246,24 +271,13 @@ def main() -> None:
             v = validation_loss(model, val if step == steps - 1 else val[:64], batch, device)
             history.append({"step": step + 1, "train_tokens": (step + 1) * seq * batch, "validation_loss": round(v, 4)})
             log(f"validation loss {v:.4f} (perplexity {math.exp(v):.2f})")
+        if args.checkpoint_minutes > 0 and step < steps - 1 and time.time() - last_checkpoint > args.checkpoint_minutes * 60:
+            # A checkpoint carries the schedule's position only in its record: resuming from it starts a new schedule.
+            save(step + 1)
+            last_checkpoint = time.time()
+            log(f"checkpoint after step {step + 1} in {args.out}")
 
-    summary = {
-        "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
-        "parameters": model.parameter_count(),
-        "train_tokens": steps * seq * batch,
-        "sequence_length": seq,
-        "batch": batch,
-        "steps": steps,
-        "peak_learning_rate": peak,
-        "minutes": round((time.time() - started) / 60, 1),
-        "validation": history,
-        "torch": torch.__version__,
-        "seed": args.seed,
-    }
-    if earlier:
-        summary["resumed_from"] = args.resume
-        summary["earlier_runs"] = earlier
-    save_hf_folder(args.out, model, config, tokenizer, summary)
+    summary = save(steps)
     log(f"saved {args.out}: {json.dumps(summary)}")
 
 
