@@ -16,8 +16,11 @@ public sealed record PagedRunnerOptions
     /// <summary>Share of the GPU memory still free after the weights are loaded that the KV pools take.</summary>
     public double KvMemoryFraction { get; init; } = 0.9;
 
-    /// <summary>Blocks per layer pool; 0 sizes the pool from <see cref="KvMemoryFraction"/>.</summary>
+    /// <summary>Blocks per layer pool; 0 sizes the pool from <see cref="KvBytes"/>, else from <see cref="KvMemoryFraction"/>.</summary>
     public int KvBlocks { get; init; }
+
+    /// <summary>Device memory for the KV pools of all layers, keys and values; 0 sizes them from <see cref="KvMemoryFraction"/>.</summary>
+    public long KvBytes { get; init; }
 
     /// <summary>Sequences one step can carry (rows of the block table).</summary>
     public int MaxSequences { get; init; } = 256;
@@ -159,7 +162,9 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             _deviceAllocator = new OrtAllocator(_session, cudaInfo);
             _pinnedAllocator = new OrtAllocator(_session, _pinnedInfo);
 
-            KvBlocks = options.KvBlocks > 0 ? options.KvBlocks : BlocksThatFit(options, blockBytes);
+            KvBlocks = options.KvBlocks > 0 ? options.KvBlocks
+                : options.KvBytes > 0 ? (int)Math.Min(options.KvBytes / (2 * LayerCount * blockBytes), int.MaxValue)
+                : BlocksThatFit(options, blockBytes);
             if (KvBlocks < MaxBlocksPerSequence)
                 throw new ModelLoadException($"{folder.Path}: the KV pool holds {KvBlocks} blocks of {BlockTokens} tokens, less than one sequence of {Capacity} tokens needs");
             _keyPools = new OrtValue[LayerCount];

@@ -40,7 +40,7 @@ public sealed class ServedModel : IAsyncDisposable
     /// <summary>
     /// Loads a model folder and starts its engine: on the CPU over the dense graph, or with
     /// <paramref name="cuda"/> on the GPU over the paged graph (maxBatch sequences at once, the KV
-    /// pool sized from the GPU memory left free).
+    /// pool of the engine options' KV budget, or else sized from the GPU memory left free).
     /// </summary>
     public static ServedModel Load(string path, int maxBatch, int contextLength, int intraOpThreads, EngineOptions engineOptions, bool cuda = false)
     {
@@ -54,7 +54,12 @@ public sealed class ServedModel : IAsyncDisposable
         {
             if (CudaRuntime.Unavailable() is { } why)
                 throw new ModelLoadException($"cannot serve on CUDA: {why}");
-            var paged = new PagedCudaRunner(folder, new PagedRunnerOptions { MaxSequences = maxBatch, MaxSequenceLength = contextLength });
+            var paged = new PagedCudaRunner(folder, new PagedRunnerOptions
+            {
+                MaxSequences = maxBatch,
+                MaxSequenceLength = contextLength,
+                KvBytes = engineOptions.KvCacheBytes,
+            });
             try
             {
                 var pagedEngine = new InferenceEngine(paged, tokenizer, options);
