@@ -51,6 +51,11 @@ public sealed record BenchmarkSettings
     public int ContextLength { get; init; }
     public int Threads { get; init; }
 
+    /// <summary>"cpu" or "cuda": where engines started here run (<see cref="ServedModel.Load"/>).</summary>
+    public string Device { get; init; } = "cpu";
+
+    public bool OnCuda => Device == "cuda";
+
     /// <summary>The suite also runs the concurrency sweep over HTTP.</summary>
     public bool SuiteIncludesHttp { get; init; }
 }
@@ -65,6 +70,10 @@ public static class Benchmark
         ArgumentNullException.ThrowIfNull(progress);
         var started = DateTimeOffset.Now;
         var kind = TargetKind(settings.Target);
+        if (settings.Device is not ("cpu" or "cuda"))
+            throw new ArgumentException($"--device '{settings.Device}': expected cpu or cuda");
+        if (settings.OnCuda && (kind == "runner" || settings.References.Contains("runner")))
+            throw new ArgumentException("the runner target and reference are the dense CPU runner; with --device cuda measure the engine: --target inprocess");
         var modelFolder = ModelFolderPath(settings.Model);
         if (kind is "inprocess" or "runner" or "suite" || settings.References.Count > 0)
         {
@@ -82,6 +91,8 @@ public static class Benchmark
         if (modelFolder is not null)
             settings = FitToContext(settings, modelFolder, tokenizer, library, notes);
         var maxBatch = MaxBatch(settings, kind);
+        if (settings.OnCuda)
+            notes.Add("engines started here ran the paged graph on ONNX Runtime's CUDA provider (device 0)");
         var referenceDuration = settings.ReferenceDuration ?? settings.Duration;
         var report = new BenchmarkReport
         {
@@ -107,7 +118,7 @@ public static class Benchmark
 
         if (kind == "suite")
         {
-            await using var server = await EmbeddedServer.StartAsync(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, cancellationToken).ConfigureAwait(false);
+            await using var server = await EmbeddedServer.StartAsync(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, cancellationToken).ConfigureAwait(false);
             notes.Add($"our server ran in this process on loopback (gRPC {server.GrpcAddress}, HTTP {server.HttpAddress}), {maxBatch} slots; the load generator shares its CPU");
             using var counters = new InProcessCounters(server.Model.Engine);
             await using (var grpc = new GrpcTarget(server.GrpcAddress, null, null))
@@ -120,7 +131,8 @@ public static class Benchmark
                 }
                 report.Runs.Add(await IdeWorkload.RunAsync("gRPC IDE typing", grpc, library!, Ide(settings), counters, progress, cancellationToken).ConfigureAwait(false));
             }
-            settings = settings with { References = ["inprocess", "runner"], Workload = "concurrency" };
+            // The bare runner is the dense CPU one: on CUDA the engine in-process is the reference.
+            settings = settings with { References = settings.OnCuda ? ["inprocess"] : ["inprocess", "runner"], Workload = "concurrency" };
         }
         else if (kind == "runner")
         {
@@ -140,7 +152,7 @@ public static class Benchmark
         var referenceSweep = sweep with { Duration = referenceDuration };
         if (settings.References.Contains("inprocess"))
         {
-            await using var reference = InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads);
+            await using var reference = InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda);
             using var counters = new InProcessCounters(reference.Model.Engine);
             var run = await RunWorkloadAsync(Title("inprocess", settings.Workload) + " (reference)", reference, settings with { Duration = referenceDuration },
                 prompts!, library!, referenceSweep, counters, progress, cancellationToken).ConfigureAwait(false);
@@ -237,7 +249,7 @@ public static class Benchmark
             case "http":
                 return new OpenAiHttpTarget(new Uri(settings.Target), sentName, settings.ApiKey);
             case "inprocess":
-                return InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads);
+                return InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda);
             default:
                 throw new ArgumentException($"--target {settings.Target} cannot take requests");
         }

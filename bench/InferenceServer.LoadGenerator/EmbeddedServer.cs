@@ -23,9 +23,9 @@ public sealed class EmbeddedServer : IAsyncDisposable
     public Uri GrpcAddress => new($"http://127.0.0.1:{Options.GrpcPort}");
     public Uri HttpAddress => new($"http://127.0.0.1:{Options.HttpPort}");
 
-    public static async Task<EmbeddedServer> StartAsync(string modelPath, int maxBatch, int contextLength, int threads, CancellationToken cancellationToken)
+    public static async Task<EmbeddedServer> StartAsync(string modelPath, int maxBatch, int contextLength, int threads, bool cuda, CancellationToken cancellationToken)
     {
-        var model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions());
+        var model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions(), cuda);
         try
         {
             var options = new ServerOptions { Host = "127.0.0.1", HttpPort = FreePort(), GrpcPort = FreePort() };

@@ -21,7 +21,7 @@ public sealed class ServerFixture : IAsyncLifetime
     {
         ModelPath = _temp.Combine("llama");
         DecoderModelBuilder.BuildFromHuggingFace(TestPaths.Oracle("llama"), ModelPath, new BuildOptions());
-        Server = await EmbeddedServer.StartAsync(ModelPath, maxBatch: 4, contextLength: 256, threads: 1, CancellationToken.None);
+        Server = await EmbeddedServer.StartAsync(ModelPath, maxBatch: 4, contextLength: 256, threads: 1, cuda: false, CancellationToken.None);
         Tokenizer = InferenceServer.Tokenizer.Tokenizer.Load(Path.Combine(ModelPath, "tokenizer.json"));
         // Prompts are cut from this repository's own C# sources.
         var sources = Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "src", "Engine"), "*.cs", SearchOption.AllDirectories)
@@ -128,6 +128,53 @@ public sealed class EndToEndTests(ServerFixture fixture) : IClassFixture<ServerF
         else
             Assert.Empty(report.ServingOverhead);
         Assert.Equal("llama", report.Model);
+    }
+
+    [Theory]
+    [InlineData("runner", null, "gpu", "expected cpu or cuda")]
+    [InlineData("runner", null, "cuda", "dense CPU runner")]
+    [InlineData("inprocess", "runner", "cuda", "dense CPU runner")]
+    public async Task A_device_the_target_cannot_use_is_refused_before_anything_runs(string target, string? reference, string device, string expected)
+    {
+        var settings = new BenchmarkSettings
+        {
+            Target = target,
+            Model = fixture.ModelPath,
+            Device = device,
+            References = reference is null ? [] : [reference],
+        };
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => Benchmark.RunAsync(settings, ["test"], SilentProgress.Instance, CancellationToken.None));
+        Assert.Contains(expected, e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task The_engine_on_cuda_without_a_cuda_build_or_paged_folder_stops_with_the_reason()
+    {
+        var settings = new BenchmarkSettings { Target = "inprocess", Model = fixture.ModelPath, Device = "cuda", Levels = [1], Duration = TimeSpan.FromSeconds(1) };
+        // Here: no CUDA provider in the build; on a CUDA machine: this dense folder is not the paged graph.
+        var e = await Assert.ThrowsAsync<InferenceServer.Model.ModelLoadException>(() => Benchmark.RunAsync(settings, ["test"], SilentProgress.Instance, CancellationToken.None));
+        Assert.Contains("CUDA", e.Message, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task The_setup_table_names_the_gpu_or_says_there_is_none()
+    {
+        using var output = new TempFolder();
+        var settings = new BenchmarkSettings
+        {
+            Target = "inprocess",
+            Model = fixture.ModelPath,
+            Levels = [1],
+            Duration = TimeSpan.FromSeconds(0.5),
+            PromptTokens = 16,
+            OutputTokens = 4,
+            Manifest = WriteManifest(output),
+            Out = output.Combine("report"),
+            Threads = 1,
+        };
+        var (report, folder) = await Benchmark.RunAsync(settings, ["test"], SilentProgress.Instance, CancellationToken.None);
+        var markdown = File.ReadAllText(Path.Combine(folder, "report.md"));
+        Assert.Contains($"| GPU | {report.Environment.Gpu ?? "—"} |", markdown, StringComparison.Ordinal);
     }
 
     private PromptSource Prompts() => new(fixture.Library, fixture.Tokenizer, promptTokens: 48, seed: 1);

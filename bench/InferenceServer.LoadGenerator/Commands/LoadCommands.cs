@@ -52,6 +52,11 @@ internal static class LoadCommands
     private static readonly Option<double?> ReferenceDuration = new("--reference-duration") { Description = "Seconds per level of reference runs (default: --duration)." };
     private static readonly Option<int> MaxBatch = new("--max-batch") { Description = "KV slots of engines started here (0: the largest level)." };
     private static readonly Option<int> ContextLength = new("--context-length") { Description = "Tokens per sequence of engines started here (0: the model's)." };
+    private static readonly Option<string> Device = new("--device")
+    {
+        Description = "Where engines started here run: cpu (the dense graph) or cuda (a paged folder on the CUDA provider; a build with -p:OrtCuda=true). The runner target and reference are the dense CPU runner.",
+        DefaultValueFactory = _ => "cpu",
+    };
     private static readonly Option<int> Threads = new("--threads") { Description = "ONNX Runtime intra-op threads of engines started here (0: one per core)." };
     private static readonly Option<string?> Out = new("--out", "-o") { Description = "Output folder (default bench/results/<yyyyMMdd-HHmmss>-<target kind>)." };
     private static readonly Option<bool> NoProgress = new("--no-progress") { Description = "No live progress display (also off when output is redirected)." };
@@ -72,7 +77,7 @@ internal static class LoadCommands
         [
             Target, Workload, Model, ModelName, ApiKey, Admin, Tokenizer, Manifest, Levels, Rates, Duration, Requests, PromptTokens, OutputTokens,
             NoIgnoreEos, Seed, Sessions, PrefixChars, SuffixChars, TypedChars, KeystrokeMs, Reference, ReferenceDuration, MaxBatch, ContextLength,
-            Threads, Out, NoProgress,
+            Device, Threads, Out, NoProgress,
         ];
         foreach (var option in runOptions)
             root.Options.Add(option);
@@ -84,7 +89,7 @@ internal static class LoadCommands
         Option[] suiteOptions =
         [
             Model, SuiteLevels, Duration, PromptTokens, OutputTokens, Seed, Sessions, SuiteManifest, PrefixChars, SuffixChars, TypedChars, KeystrokeMs,
-            ReferenceDuration, MaxBatch, ContextLength, Threads, Out, NoProgress, Extended, WithHttp,
+            ReferenceDuration, MaxBatch, ContextLength, Device, Threads, Out, NoProgress, Extended, WithHttp,
         ];
         foreach (var option in suiteOptions)
             suite.Options.Add(option);
@@ -164,6 +169,7 @@ internal static class LoadCommands
             MaxBatch = p.GetValue(MaxBatch),
             ContextLength = p.GetValue(ContextLength),
             Threads = p.GetValue(Threads),
+            Device = p.GetValue(Device)!,
         };
     }
 
@@ -191,6 +197,7 @@ internal static class LoadCommands
             MaxBatch = p.GetValue(MaxBatch),
             ContextLength = p.GetValue(ContextLength),
             Threads = p.GetValue(Threads),
+            Device = p.GetValue(Device)!,
             SuiteIncludesHttp = p.GetValue(WithHttp),
         };
     }

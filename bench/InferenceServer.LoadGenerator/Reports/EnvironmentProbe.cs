@@ -10,6 +10,7 @@ public static class EnvironmentProbe
     {
         CpuModel = CpuModel(),
         Cores = Environment.ProcessorCount,
+        Gpu = Gpus(),
         Os = RuntimeInformation.OSDescription,
         Dotnet = RuntimeInformation.FrameworkDescription,
         GitCommit = GitCommit(),
@@ -35,6 +36,13 @@ public static class EnvironmentProbe
         return RuntimeInformation.ProcessArchitecture.ToString();
     }
 
+    /// <summary>The names of the NVIDIA GPUs (a report measured on CUDA must name its device); null without nvidia-smi.</summary>
+    private static string? Gpus()
+    {
+        var names = Run("nvidia-smi", "--query-gpu=name", "--format=csv,noheader");
+        return string.IsNullOrWhiteSpace(names) ? null : string.Join(", ", names.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+    }
+
     /// <summary>The short commit of the current folder's repository, "-dirty" when it has changes; null without git.</summary>
     private static string? GitCommit()
     {
@@ -45,9 +53,12 @@ public static class EnvironmentProbe
         return string.IsNullOrWhiteSpace(status) ? commit : commit + "-dirty";
     }
 
-    private static string? Git(params string[] arguments)
+    private static string? Git(params string[] arguments) => Run("git", arguments);
+
+    /// <summary>A program's standard output when it exits with 0; null when it fails or is not there.</summary>
+    private static string? Run(string program, params string[] arguments)
     {
-        var start = new ProcessStartInfo("git") { RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo(program) { RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var argument in arguments)
             start.ArgumentList.Add(argument);
         try

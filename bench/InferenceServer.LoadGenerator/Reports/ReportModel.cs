@@ -24,6 +24,10 @@ public sealed record EnvironmentInfo
 {
     public required string CpuModel { get; init; }
     public required int Cores { get; init; }
+
+    /// <summary>The GPUs nvidia-smi lists, comma-separated; null where there is none.</summary>
+    public string? Gpu { get; init; }
+
     public required string Os { get; init; }
     public required string Dotnet { get; init; }
     public string? GitCommit { get; init; }

@@ -48,6 +48,7 @@ public static class ReportTables
             new[] { "seed", p.Seed.ToString(CultureInfo.InvariantCulture) },
             new[] { "source text", p.Manifest is null ? "—" : $"{p.Manifest} ({p.SourceFiles} files under {p.SourceRoot})" },
             new[] { "CPU", $"{e.CpuModel}, {e.Cores} cores" },
+            new[] { "GPU", e.Gpu ?? "—" },
             new[] { "OS / .NET", $"{e.Os} / {e.Dotnet}" },
             new[] { "commit", e.GitCommit ?? "—" },
             new[] { "started", report.Started.ToString("yyyy-MM-dd HH:mm:ss zzz", CultureInfo.InvariantCulture) },

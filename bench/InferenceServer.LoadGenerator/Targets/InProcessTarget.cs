@@ -21,9 +21,9 @@ public sealed class InProcessTarget : ILoadTarget
         _ownsModel = ownsModel;
     }
 
-    /// <summary>Loads a model folder and starts its engine.</summary>
-    public static InProcessTarget Load(string modelPath, int maxBatch, int contextLength, int threads) =>
-        new(ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions()), ownsModel: true);
+    /// <summary>Loads a model folder and starts its engine, on the CPU or (<paramref name="cuda"/>) over the paged graph on CUDA.</summary>
+    public static InProcessTarget Load(string modelPath, int maxBatch, int contextLength, int threads, bool cuda = false) =>
+        new(ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions(), cuda), ownsModel: true);
 
     public ServedModel Model => _model;
     public string Kind => "inprocess";
