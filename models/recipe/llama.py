@@ -3,7 +3,9 @@
 Parameter names follow the Hugging Face LlamaForCausalLM layout so the saved
 safetensors load in transformers and in our model builder without renaming.
 """
+import json
 import math
+import struct
 from dataclasses import dataclass, asdict
 
 import torch
@@ -166,3 +168,37 @@ class LlamaForCausalLM(nn.Module):
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+def save_safetensors(path: str, tensors: dict[str, torch.Tensor]) -> None:
+    header, offset, blobs = {}, 0, []
+    for name, t in tensors.items():
+        data = t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
+        offset += len(data)
+        blobs.append(data)
+    header["__metadata__"] = {"format": "pt"}
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as out:
+        out.write(struct.pack("<Q", len(encoded)))
+        out.write(encoded)
+        for blob in blobs:
+            out.write(blob)
+
+
+def load_safetensors(path: str) -> dict[str, torch.Tensor]:
+    """The float32 files save_safetensors writes."""
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        data = f.read()
+    tensors = {}
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        if entry["dtype"] != "F32":
+            raise ValueError(f"{path}: {name} is {entry['dtype']}; only F32 is read")
+        start, end = entry["data_offsets"]
+        tensors[name] = torch.frombuffer(bytearray(data[start:end]), dtype=torch.float32).reshape(entry["shape"])
+    return tensors

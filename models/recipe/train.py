@@ -17,7 +17,6 @@ import json
 import math
 import os
 import random
-import struct
 import sys
 import time
 
@@ -27,7 +26,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bpe  # noqa: E402
 import corpus  # noqa: E402
-from llama import LlamaConfig, LlamaForCausalLM  # noqa: E402
+from llama import LlamaConfig, LlamaForCausalLM, load_safetensors, save_safetensors  # noqa: E402
 
 # Two sizes: the CPU one finishes in about an hour on two cores; the GPU one is what we
 # would ship given an accelerator. Both are Llama-style with grouped KV heads.
@@ -105,40 +104,6 @@ def validation_loss(model, val: torch.Tensor, batch: int, device) -> float:
         n += w[:, 1:].numel()
     model.train()
     return total / n
-
-
-def save_safetensors(path: str, tensors: dict[str, torch.Tensor]) -> None:
-    header, offset, blobs = {}, 0, []
-    for name, t in tensors.items():
-        data = t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(data)]}
-        offset += len(data)
-        blobs.append(data)
-    header["__metadata__"] = {"format": "pt"}
-    encoded = json.dumps(header, separators=(",", ":")).encode()
-    encoded += b" " * (-len(encoded) % 8)
-    with open(path, "wb") as out:
-        out.write(struct.pack("<Q", len(encoded)))
-        out.write(encoded)
-        for blob in blobs:
-            out.write(blob)
-
-
-def load_safetensors(path: str) -> dict[str, torch.Tensor]:
-    """The float32 files save_safetensors writes."""
-    with open(path, "rb") as f:
-        (length,) = struct.unpack("<Q", f.read(8))
-        header = json.loads(f.read(length))
-        data = f.read()
-    tensors = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        if entry["dtype"] != "F32":
-            raise ValueError(f"{path}: {name} is {entry['dtype']}; only F32 is read")
-        start, end = entry["data_offsets"]
-        tensors[name] = torch.frombuffer(bytearray(data[start:end]), dtype=torch.float32).reshape(entry["shape"])
-    return tensors
 
 
 def save_hf_folder(out: str, model, config: LlamaConfig, tokenizer: dict, summary: dict) -> None:
