@@ -106,6 +106,17 @@ public sealed class HttpErrorTests(ServerFixture fixture) : IDisposable
         await AssertStillServingAsync("404");
     }
 
+    [Fact]
+    public async Task Error_bodies_write_quotes_and_text_as_themselves()
+    {
+        using var response = await _client.PostAsync("/v1/completions", HttpTest.Json("{\"model\": \"<gpt> \\\"4\\\" é\", \"prompt\": \"a\"}"));
+        var raw = await response.Content.ReadAsStringAsync();
+        // Valid JSON whose message names the model as sent: quotes escaped the short way, the rest as is.
+        Assert.Contains("The model '<gpt> \\\"4\\\" é' does not exist", raw, StringComparison.Ordinal);
+        Assert.DoesNotContain("\\u00", raw, StringComparison.Ordinal);
+        await HttpTest.AssertErrorAsync(response, HttpStatusCode.NotFound, "model_not_found");
+    }
+
     private async Task AssertStillServingAsync(string after)
     {
         using var response = await _client.PostAsync("/v1/completions", HttpTest.Json($"{{\"model\": \"{Model}\", \"prompt\": \"ok\", \"max_tokens\": 2}}"));

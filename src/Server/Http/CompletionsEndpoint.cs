@@ -127,7 +127,7 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
         HttpApi.StartEventStream(context);
         var builder = logprobs is { } k ? new LogprobsBuilder(model.Tokenizer, k) : null;
         var type = OpenAiJsonContext.Default.CompletionResponse;
-        using var writer = new Utf8JsonWriter(context.Response.BodyWriter);
+        using var writer = HttpApi.CreateWriter(context.Response.BodyWriter);
         try
         {
             // Send the headers now: a client sees the stream open even while the request waits in the queue.

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Http;
@@ -107,11 +108,25 @@ internal static class HttpApi
             || (media.StartsWith("application/", StringComparison.OrdinalIgnoreCase) && media.EndsWith("+json", StringComparison.OrdinalIgnoreCase));
     }
 
+    /// <summary>
+    /// JSON as code reads best: quotes, apostrophes, angle brackets and non-ASCII text written as
+    /// themselves, not as \u0022-style escapes (the default encoder escapes what could be unsafe
+    /// inside HTML; these bodies are application/json and text/event-stream). Control characters
+    /// and lone surrogates are still escaped, so the output stays valid JSON.
+    /// </summary>
+    public static readonly JsonWriterOptions WriterOptions = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
+    /// <summary>A writer for a JSON body or for server-sent events, with <see cref="WriterOptions"/>.</summary>
+    public static Utf8JsonWriter CreateWriter(IBufferWriter<byte> output) => new(output, WriterOptions);
+
     public static async Task WriteJsonAsync<T>(HttpContext context, int status, T value, JsonTypeInfo<T> type)
     {
         context.Response.StatusCode = status;
         context.Response.ContentType = "application/json";
-        await JsonSerializer.SerializeAsync(context.Response.Body, value, type, context.RequestAborted).ConfigureAwait(false);
+        var body = context.Response.BodyWriter;
+        await using (var writer = CreateWriter(body))
+            JsonSerializer.Serialize(writer, value, type);
+        await body.FlushAsync(context.RequestAborted).ConfigureAwait(false);
     }
 
     public static ErrorResponse ErrorBody(HttpApiException e) =>

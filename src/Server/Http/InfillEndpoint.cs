@@ -162,7 +162,7 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
     private async Task StreamAsync(HttpContext context, GenerationOutput output, bool truncated, long started)
     {
         HttpApi.StartEventStream(context);
-        using var writer = new Utf8JsonWriter(context.Response.BodyWriter);
+        using var writer = HttpApi.CreateWriter(context.Response.BodyWriter);
         try
         {
             await context.Response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
@@ -203,7 +203,7 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
     private static async Task StreamOne(HttpContext context, InfillResult result)
     {
         HttpApi.StartEventStream(context);
-        using var writer = new Utf8JsonWriter(context.Response.BodyWriter);
+        using var writer = HttpApi.CreateWriter(context.Response.BodyWriter);
         await HttpApi.WriteEventAsync(context, writer, result, OpenAiJsonContext.Default.InfillResult).ConfigureAwait(false);
     }
 
