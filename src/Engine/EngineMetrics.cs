@@ -58,5 +58,8 @@ internal sealed class EngineMetrics : IDisposable
 
     public void CancellationFreed(TimeSpan elapsed) => _cancellationToFree.Record(elapsed.TotalSeconds);
 
+    /// <summary>This engine's meter: a listener tells its instruments from another engine's in the same process by it.</summary>
+    public Meter Meter => _meter;
+
     public void Dispose() => _meter.Dispose();
 }

@@ -89,6 +89,9 @@ public sealed class InferenceEngine : IAsyncDisposable
 
     internal EngineMetrics Metrics => _metrics;
 
+    /// <summary>The engine's instruments (meter "InferenceServer.Engine"), for exporters.</summary>
+    public System.Diagnostics.Metrics.Meter Meter => _metrics.Meter;
+
     /// <summary>The KV budget in blocks, and the tokens it holds.</summary>
     public int TotalKvBlocks => _scheduler.TotalBlocks;
 

@@ -9,7 +9,8 @@ using Microsoft.Extensions.Logging;
 namespace InferenceServer.Server.Http;
 
 /// <summary>
-/// OpenAI-style HTTP: /v1/completions, /v1/models, llama.cpp's /infill, /health, and /admin/engine.
+/// OpenAI-style HTTP: /v1/completions, /v1/models, llama.cpp's /infill, /health, /admin/engine and
+/// Prometheus' /metrics.
 /// Every failure answers with OpenAI's error body {"error": {"message", "type", "param", "code"}};
 /// that includes unknown routes (404), wrong methods (405), a missing or wrong API key (401, every
 /// path but /health) and any request while the server is not serving (503).
@@ -20,6 +21,9 @@ public static class OpenAiEndpoints
 
     /// <summary>The engine's counts for operators and tests (behind the API key like everything but /health).</summary>
     public const string EnginePath = "/admin/engine";
+
+    /// <summary>The engine's instruments in Prometheus' text format (behind the API key too).</summary>
+    public const string MetricsPath = "/metrics";
 
     public static void Map(WebApplication app, ServerOptions options, ServedModel model, ServerState state)
     {
@@ -74,6 +78,13 @@ public static class OpenAiEndpoints
             if (!string.Equals(id, model.Name, StringComparison.Ordinal))
                 throw new HttpApiException(404, "invalid_request_error", $"The model '{id}' does not exist; this server serves '{model.Name}'", "model", "model_not_found");
             return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, Card(model, created), OpenAiJsonContext.Default.ModelCard);
+        }, logger));
+        var exporter = new PrometheusExporter(model.Engine.Meter);
+        app.Lifetime.ApplicationStopped.Register(exporter.Dispose);
+        app.MapGet(MetricsPath, Guarded(async context =>
+        {
+            context.Response.ContentType = PrometheusExporter.ContentType;
+            await context.Response.WriteAsync(exporter.Scrape(), context.RequestAborted).ConfigureAwait(false);
         }, logger));
         app.MapGet(EnginePath, Guarded(context =>
         {
