@@ -1,20 +1,49 @@
 """The training corpus: Python source files found on this machine, chosen by a manifest.
 
-The default source is the standard library of the interpreter that runs the recipe
-(on Debian: /usr/lib/python3.X, package libpython3.X-stdlib, PSF License 2.0). Each file
-is assigned to train or validation by a hash of its relative path, so the split does not
-depend on the order files are listed in and stays put when files are added.
+Two kinds of source:
+- the standard library of the interpreter that runs the recipe (on Debian: /usr/lib/python3.X,
+  package libpython3.X-stdlib, PSF License 2.0), taken whole;
+- Python packages Debian installs under /usr/lib/python3/dist-packages, only those in
+  PACKAGES, whose licenses were read from /usr/share/doc/<package>/copyright and are
+  permissive. Vendored copies of other projects and generated tables are left out, and a
+  package gives at most PACKAGE_BYTES, so a few big ones (sympy, torch) do not drown the rest.
+
+Each file is assigned to train or validation by a hash of its relative path, so the split
+does not depend on the order files are listed in and stays put when files are added.
 """
 import hashlib
 import json
 import os
+import re
+import subprocess
 import sysconfig
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 # Generated tables and documentation dumps teach nothing about code.
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__", "pydoc_data", "test", "tests", "idle_test"}
 MAX_FILE_BYTES = 256 * 1024
 VALIDATION_PERCENT = 5
+PACKAGE_BYTES = 3 * 1024 * 1024
+PACKAGES_ROOT = "/usr/lib/python3/dist-packages"
+# Top-level module -> license of the Debian package that installs it (its copyright file).
+# Left out on purpose: copyleft (chardet, gi, apt, dbus, lazr, softwareproperties: (L)GPL;
+# hypothesis, certifi: MPL-2.0).
+PACKAGES = {
+    "sympy": "BSD-3-Clause", "torch": "BSD-3-Clause", "torchgen": "BSD-3-Clause", "functorch": "BSD-3-Clause",
+    "pip": "MIT", "numpy": "BSD-3-Clause", "pygments": "BSD-2-Clause", "setuptools": "MIT",
+    "pkg_resources": "MIT", "mpmath": "BSD-3-Clause", "future": "MIT", "past": "MIT", "libfuturize": "MIT",
+    "PIL": "HPND (PIL Software License)", "google": "BSD-3-Clause", "cryptography": "Apache-2.0 or BSD-3-Clause",
+    "grpc": "Apache-2.0", "oauthlib": "BSD-3-Clause", "regex": "Apache-2.0", "pyparsing": "MIT",
+    "urllib3": "MIT", "psutil": "BSD-3-Clause", "click": "BSD-3-Clause", "idna": "BSD-3-Clause",
+    "dateutil": "BSD-3-Clause", "yaml": "MIT", "OpenSSL": "Apache-2.0", "onnx": "MIT", "requests": "Apache-2.0",
+    "attr": "MIT", "attrs": "MIT", "sortedcontainers": "Apache-2.0", "httplib2": "MIT", "wheel": "MIT",
+    "jwt": "MIT", "charset_normalizer": "MIT", "colorama": "BSD-3-Clause", "distro": "Apache-2.0",
+    "blinker": "MIT", "toml": "MIT", "astunparse": "BSD-3-Clause", "six.py": "MIT",
+    "typing_extensions.py": "PSF-2.0", "xmltodict.py": "MIT", "crcmod": "MIT", "olefile": "BSD-2-Clause",
+    "argcomplete": "Apache-2.0",
+}
+# Copies of other projects inside a package: their licenses are not the package's.
+VENDORED_DIRS = {"_vendor", "vendored", "third_party"}
 
 
 @dataclass
@@ -23,6 +52,15 @@ class SourceFile:
     sha256: str
     bytes: int
     split: str  # "train" or "validation"
+
+
+@dataclass
+class Source:
+    name: str
+    root: str
+    license: str
+    debian_package: str  # "name version" of the package that installs the files
+    files: list[SourceFile] = field(default_factory=list)
 
 
 def default_source() -> str:
@@ -34,15 +72,18 @@ def split_of(relative_path: str) -> str:
     return "validation" if int.from_bytes(digest[:4], "big") % 100 < VALIDATION_PERCENT else "train"
 
 
-def scan(root: str) -> list[SourceFile]:
-    files = []
-    for directory, subdirs, names in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in EXCLUDED_DIRS)
+def _python_files(root: str, top: str, extra_excluded: set[str] = frozenset()):
+    """(path relative to root, bytes) of the readable UTF-8 .py files under root/top."""
+    start = os.path.join(root, top)
+    if os.path.isfile(start):
+        walk = [(root, [], [top])]
+    else:
+        walk = os.walk(start)
+    for directory, subdirs, names in walk:
+        subdirs[:] = sorted(d for d in subdirs if d not in EXCLUDED_DIRS and d not in extra_excluded)
         for name in sorted(names):
-            if not name.endswith(".py"):
-                continue
             full = os.path.join(directory, name)
-            if os.path.islink(full):
+            if not name.endswith(".py") or os.path.islink(full):
                 continue
             data = open(full, "rb").read()
             if not data.strip() or len(data) > MAX_FILE_BYTES:
@@ -51,34 +92,97 @@ def scan(root: str) -> list[SourceFile]:
                 data.decode("utf-8")
             except UnicodeDecodeError:
                 continue
-            rel = os.path.relpath(full, root)
-            files.append(SourceFile(rel, hashlib.sha256(data).hexdigest(), len(data), split_of(rel)))
-    return files
+            yield os.path.relpath(full, root), data
 
 
-def write_manifest(path: str, root: str, files: list[SourceFile], license_note: str) -> None:
-    manifest = {
-        "root": root,
-        "license": license_note,
-        "files": [f.__dict__ for f in files],
-    }
+def scan(root: str) -> list[SourceFile]:
+    return [SourceFile(rel, hashlib.sha256(data).hexdigest(), len(data), split_of(rel))
+            for rel, data in _python_files(root, ".")]
+
+
+_PUNCTUATION = " \t,:;()[]{}"
+_LITERAL = re.compile(r"""[rbuRBU]?('[^'\\]*(?:\\.[^'\\]*)*'|"[^"\\]*(?:\\.[^"\\]*)*")|[-+]?(0[xX][0-9a-fA-F]+|\d+\.?\d*([eE][-+]?\d+)?)|#.*$""")
+
+
+def looks_generated(text: str) -> bool:
+    """Tables a script wrote: mostly lines of nothing but literals, or a header that says so."""
+    head = text[:600].lower()
+    if "do not edit" in head or "automatically generated" in head or "autogenerated" in head or "generated by" in head:
+        return True
+    code_lines = literal_only = 0
+    for line in text.splitlines():
+        # Literals become L, comments vanish; lines left with nothing but brackets do not count.
+        shape = _LITERAL.sub(lambda m: "" if m.group(0).startswith("#") else "L", line).strip(_PUNCTUATION)
+        if not shape:
+            continue
+        code_lines += 1
+        literal_only += not shape.replace("L", "").strip(_PUNCTUATION)
+    return code_lines >= 40 and literal_only > 0.5 * code_lines
+
+
+def debian_package(path: str) -> str:
+    """'name version' of the Debian package that installed path (empty where dpkg does not know it)."""
+    try:
+        name = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True, check=True).stdout.split(":")[0]
+        version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", name], capture_output=True, text=True, check=True).stdout
+        return f"{name} {version}"
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def stdlib_source(root: str) -> Source:
+    return Source("standard library", root, "PSF-2.0 (Python Software Foundation License 2.0)",
+                  debian_package(os.path.join(root, "os.py")), scan(root))
+
+
+def package_sources(root: str = PACKAGES_ROOT) -> list[Source]:
+    """The packages of PACKAGES installed under root, each capped at PACKAGE_BYTES of training files."""
+    sources = []
+    for top, license_name in sorted(PACKAGES.items()):
+        if not os.path.exists(os.path.join(root, top)):
+            continue
+        found = [(rel, data) for rel, data in _python_files(root, top, VENDORED_DIRS)
+                 if not looks_generated(data.decode("utf-8"))]
+        # Which files fit under the cap does not depend on listing order: a hash decides.
+        found.sort(key=lambda item: hashlib.sha256(item[0].encode()).digest())
+        files, used = [], 0
+        for rel, data in found:
+            split = split_of(rel)
+            if split == "train":
+                if used + len(data) > PACKAGE_BYTES:
+                    continue
+                used += len(data)
+            files.append(SourceFile(rel, hashlib.sha256(data).hexdigest(), len(data), split))
+        if files:
+            files.sort(key=lambda f: f.path)
+            sources.append(Source(top.removesuffix(".py"), root, license_name,
+                                  debian_package(os.path.join(root, top)), files))
+    return sources
+
+
+def write_manifest(path: str, sources: list[Source]) -> None:
+    manifest = {"sources": [{**{k: v for k, v in s.__dict__.items() if k != "files"},
+                             "files": [f.__dict__ for f in s.files]} for s in sources]}
     with open(path, "w") as out:
         json.dump(manifest, out, indent=1)
         out.write("\n")
 
 
-def read_manifest(path: str) -> tuple[str, list[SourceFile]]:
+def read_manifest(path: str) -> list[Source]:
     manifest = json.load(open(path))
-    return manifest["root"], [SourceFile(**f) for f in manifest["files"]]
+    if "sources" not in manifest:  # the first layout: one root, one license
+        return [Source("standard library", manifest["root"], manifest["license"], "",
+                       [SourceFile(**f) for f in manifest["files"]])]
+    return [Source(**{**s, "files": [SourceFile(**f) for f in s["files"]]}) for s in manifest["sources"]]
 
 
-def load_texts(root: str, files: list[SourceFile], split: str, verify: bool = True) -> list[tuple[str, str]]:
-    """(relative path, text) of the files in one split; refuses files that changed since the manifest."""
+def load_texts(source: Source, split: str, verify: bool = True) -> list[tuple[str, str]]:
+    """(relative path, text) of the source's files in one split; refuses files that changed since the manifest."""
     texts = []
-    for f in files:
+    for f in source.files:
         if f.split != split:
             continue
-        data = open(os.path.join(root, f.path), "rb").read()
+        data = open(os.path.join(source.root, f.path), "rb").read()
         if verify and hashlib.sha256(data).hexdigest() != f.sha256:
             raise SystemExit(f"{f.path} differs from the manifest (sha256); rebuild the manifest or restore the file")
         texts.append((f.path, data.decode("utf-8")))

@@ -121,6 +121,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="Hugging Face folder to write")
     ap.add_argument("--source", default=corpus.default_source(), help="root of the Python sources (default: this interpreter's standard library)")
+    ap.add_argument("--packages", action=argparse.BooleanOptionalAction, default=True,
+                    help="also train on the permissively licensed packages Debian installs (corpus.PACKAGES)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ap.add_argument("--size", choices=sorted(SIZES), default=None, help="model and schedule (default: gpu on cuda, cpu otherwise)")
     ap.add_argument("--tokens", type=int, default=None, help="training tokens (default: the size's budget)")
@@ -138,13 +140,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
 
-    files = corpus.scan(args.source)
+    sources = [corpus.stdlib_source(args.source)]
+    if args.packages:
+        sources += corpus.package_sources()
     os.makedirs(args.out, exist_ok=True)
-    corpus.write_manifest(os.path.join(args.out, "corpus.json"), args.source, files,
-                          "Python Software Foundation License 2.0 (the interpreter's standard library)")
-    train_texts = [t for _, t in corpus.load_texts(args.source, files, "train")]
-    val_texts = [t for _, t in corpus.load_texts(args.source, files, "validation")]
-    log(f"corpus: {len(train_texts)} train files, {len(val_texts)} validation files from {args.source}")
+    corpus.write_manifest(os.path.join(args.out, "corpus.json"), sources)
+    train_texts = [t for source in sources for _, t in corpus.load_texts(source, "train")]
+    # The validation loss is the standard library's held-out files, comparable across runs;
+    # the packages' held-out files are measured separately at the end.
+    val_texts = [t for _, t in corpus.load_texts(sources[0], "validation")]
+    package_val_texts = [t for source in sources[1:] for _, t in corpus.load_texts(source, "validation")]
+    log(f"corpus: {len(train_texts)} train files, {len(val_texts)} + {len(package_val_texts)} validation files "
+        f"from {len(sources)} sources")
 
     earlier = []
     if args.resume:
@@ -156,7 +163,8 @@ def main() -> None:
         record = json.load(open(os.path.join(args.resume, "training.json")))
         earlier = record.pop("earlier_runs", []) + [record]
     else:
-        vocab, merges = bpe.train(train_texts, VOCAB_SIZE, log=log)
+        # The tokenizer learns from the standard library alone: enough text for 8k merges, and quick.
+        vocab, merges = bpe.train([t for _, t in corpus.load_texts(sources[0], "train")], VOCAB_SIZE, log=log)
         encoder = bpe.Encoder(vocab, merges)
         config = LlamaConfig(vocab_size=len(vocab), max_position_embeddings=CONTEXT_LENGTH,
                              bos_token_id=vocab[bpe.END_OF_TEXT], eos_token_id=vocab[bpe.END_OF_TEXT], **size["model"])
@@ -164,6 +172,7 @@ def main() -> None:
 
     seq, batch = size["seq"], size["batch"]
     val = windows(token_stream(val_texts, encoder, seed=VALIDATION_SEED), seq)
+    package_val = windows(token_stream(package_val_texts, encoder, seed=VALIDATION_SEED), seq) if package_val_texts else None
     model = LlamaForCausalLM(config)
     if args.resume:
         model.load_state_dict(load_safetensors(os.path.join(args.resume, "model.safetensors")))
@@ -194,6 +203,7 @@ def main() -> None:
             "peak_learning_rate": peak,
             "minutes": round((time.time() - started) / 60, 1),
             "validation": history,
+            "validation_loss_packages": package_history or None,
             "torch": torch.__version__,
             "seed": args.seed,
         }
@@ -207,7 +217,7 @@ def main() -> None:
 
     epoch, order, cursor, train = 0, None, 0, None
     started = time.time()
-    history = []
+    history, package_history = [], {}
     last_checkpoint = started
     for step in range(steps):
         if train is None or cursor + batch > len(order):
@@ -236,6 +246,9 @@ def main() -> None:
             v = validation_loss(model, val if step == steps - 1 else val[:64], batch, device)
             history.append({"step": step + 1, "train_tokens": (step + 1) * seq * batch, "validation_loss": round(v, 4)})
             log(f"validation loss {v:.4f} (perplexity {math.exp(v):.2f})")
+            if step == steps - 1 and package_val is not None:
+                package_history = {"step": step + 1, "validation_loss": round(validation_loss(model, package_val, batch, device), 4)}
+                log(f"packages' validation loss {package_history['validation_loss']:.4f}")
         if args.checkpoint_minutes > 0 and step < steps - 1 and time.time() - last_checkpoint > args.checkpoint_minutes * 60:
             # A checkpoint carries the schedule's position only in its record: resuming from it starts a new schedule.
             save(step + 1)
