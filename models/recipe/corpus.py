@@ -17,7 +17,7 @@ import os
 import re
 import subprocess
 import sysconfig
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 # Generated tables and documentation dumps teach nothing about code.
 EXCLUDED_DIRS = {"site-packages", "dist-packages", "__pycache__", "pydoc_data", "test", "tests", "idle_test"}
@@ -60,7 +60,7 @@ class Source:
     root: str
     license: str
     debian_package: str  # "name version" of the package that installs the files
-    files: list[SourceFile] = field(default_factory=list)
+    files: list[SourceFile]
 
 
 def default_source() -> str:
@@ -95,9 +95,12 @@ def _python_files(root: str, top: str, extra_excluded: set[str] = frozenset()):
             yield os.path.relpath(full, root), data
 
 
+def _source_file(rel: str, data: bytes) -> SourceFile:
+    return SourceFile(rel, hashlib.sha256(data).hexdigest(), len(data), split_of(rel))
+
+
 def scan(root: str) -> list[SourceFile]:
-    return [SourceFile(rel, hashlib.sha256(data).hexdigest(), len(data), split_of(rel))
-            for rel, data in _python_files(root, ".")]
+    return [_source_file(rel, data) for rel, data in _python_files(root, ".")]
 
 
 _PUNCTUATION = " \t,:;()[]{}"
@@ -147,12 +150,12 @@ def package_sources(root: str = PACKAGES_ROOT) -> list[Source]:
         found.sort(key=lambda item: hashlib.sha256(item[0].encode()).digest())
         files, used = [], 0
         for rel, data in found:
-            split = split_of(rel)
-            if split == "train":
-                if used + len(data) > PACKAGE_BYTES:
+            file = _source_file(rel, data)
+            if file.split == "train":
+                if used + file.bytes > PACKAGE_BYTES:
                     continue
-                used += len(data)
-            files.append(SourceFile(rel, hashlib.sha256(data).hexdigest(), len(data), split))
+                used += file.bytes
+            files.append(file)
         if files:
             files.sort(key=lambda f: f.path)
             sources.append(Source(top.removesuffix(".py"), root, license_name,
@@ -170,9 +173,6 @@ def write_manifest(path: str, sources: list[Source]) -> None:
 
 def read_manifest(path: str) -> list[Source]:
     manifest = json.load(open(path))
-    if "sources" not in manifest:  # the first layout: one root, one license
-        return [Source("standard library", manifest["root"], manifest["license"], "",
-                       [SourceFile(**f) for f in manifest["files"]])]
     return [Source(**{**s, "files": [SourceFile(**f) for f in s["files"]]}) for s in manifest["sources"]]
 
 

@@ -120,7 +120,7 @@ def save_hf_folder(out: str, model, config: LlamaConfig, tokenizer: dict, summar
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="Hugging Face folder to write")
-    ap.add_argument("--source", default=corpus.default_source(), help="root of the Python sources (default: this interpreter's standard library)")
+    ap.add_argument("--source", default=corpus.default_source(), help="root of the standard library to train on (default: this interpreter's)")
     ap.add_argument("--packages", action=argparse.BooleanOptionalAction, default=True,
                     help="also train on the permissively licensed packages Debian installs (corpus.PACKAGES)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
