@@ -145,7 +145,8 @@ def main() -> None:
         sources += corpus.package_sources()
     os.makedirs(args.out, exist_ok=True)
     corpus.write_manifest(os.path.join(args.out, "corpus.json"), sources)
-    train_texts = [t for source in sources for _, t in corpus.load_texts(source, "train")]
+    stdlib_train_texts = [t for _, t in corpus.load_texts(sources[0], "train")]
+    train_texts = stdlib_train_texts + [t for source in sources[1:] for _, t in corpus.load_texts(source, "train")]
     # The validation loss is the standard library's held-out files, comparable across runs;
     # the packages' held-out files are measured separately at the end.
     val_texts = [t for _, t in corpus.load_texts(sources[0], "validation")]
@@ -164,7 +165,7 @@ def main() -> None:
         earlier = record.pop("earlier_runs", []) + [record]
     else:
         # The tokenizer learns from the standard library alone: enough text for 8k merges, and quick.
-        vocab, merges = bpe.train([t for _, t in corpus.load_texts(sources[0], "train")], VOCAB_SIZE, log=log)
+        vocab, merges = bpe.train(stdlib_train_texts, VOCAB_SIZE, log=log)
         encoder = bpe.Encoder(vocab, merges)
         config = LlamaConfig(vocab_size=len(vocab), max_position_embeddings=CONTEXT_LENGTH,
                              bos_token_id=vocab[bpe.END_OF_TEXT], eos_token_id=vocab[bpe.END_OF_TEXT], **size["model"])
