@@ -70,15 +70,29 @@ internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay) : IDecoder
     private readonly List<(int FirstSlot, SequenceStep[] Rows)> _steps = [];
     private readonly ManualResetEventSlim _open = new(initialState: true);
     private readonly SemaphoreSlim _held = new(0);
+    private int _holdAtStep = -1;
 
     /// <summary>
-    /// Stops the engine inside its next step and returns once it is stopped there; disposing the
+    /// Arms a hold: the engine stops inside the step that comes <paramref name="stepsFromNow"/> steps
+    /// from now (1 is the next one), and the task completes once it is stopped there; disposing the
     /// handle lets it go on. What a test submits meanwhile is found at the very next iteration, so
-    /// "a request arriving mid-decode" does not depend on how busy the machine is.
+    /// "a request arriving mid-decode" does not depend on how busy the machine is. Armed before the
+    /// requests it is about are submitted, the hold cannot be missed: the engine cannot finish them
+    /// without passing through that step, however late the test's own code runs.
     /// </summary>
-    public async Task<IDisposable> HoldNextStepAsync()
+    public Task<IDisposable> HoldStepAsync(int stepsFromNow)
     {
-        _open.Reset();
+        ArgumentOutOfRangeException.ThrowIfLessThan(stepsFromNow, 1);
+        lock (_steps)
+        {
+            _open.Reset();
+            _holdAtStep = _steps.Count + stepsFromNow;
+        }
+        return WaitUntilHeldAsync();
+    }
+
+    private async Task<IDisposable> WaitUntilHeldAsync()
+    {
         await _held.WaitAsync();
         return new Release(_open);
     }
@@ -101,9 +115,13 @@ internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay) : IDecoder
 
     public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens)
     {
+        bool hold;
         lock (_steps)
+        {
             _steps.Add((firstSlot, rows.ToArray()));
-        if (!_open.IsSet)
+            hold = _steps.Count == _holdAtStep;
+        }
+        if (hold)
         {
             _held.Release();
             _open.Wait();

@@ -41,11 +41,11 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     public async Task A_request_arriving_mid_decode_joins_the_batch_and_leaves_it_first()
     {
         await using var test = new EngineUnderTest(model, stepDelay: TimeSpan.FromMilliseconds(2));
+        var firstDecode = test.Recorder!.HoldStepAsync(2); // step 1 prefills the long one, step 2 decodes it
         var longOne = test.Engine.Submit(Greedy(EngineFixture.Prompt(10, 1), maxTokens: 200));
         await using var reader = longOne.GetAsyncEnumerator();
-        Assert.True(await reader.MoveNextAsync()); // the long one is decoding
         GenerationOutput shortSubmitted;
-        using (await test.Recorder!.HoldNextStepAsync())
+        using (await firstDecode)
             shortSubmitted = test.Engine.Submit(Greedy(EngineFixture.Prompt(6, 2), maxTokens: 3));
         var shortOne = await shortSubmitted.CollectAsync();
         while (await reader.MoveNextAsync())
@@ -65,11 +65,11 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     public async Task Decoding_keeps_flowing_while_a_long_prompt_is_prefilled_in_chunks()
     {
         await using var test = new EngineUnderTest(model, options: new EngineOptions { PrefillChunkTokens = 16, MaxBatchTokens = 20 }, stepDelay: TimeSpan.FromMilliseconds(1));
+        var firstDecode = test.Recorder!.HoldStepAsync(2); // step 1 prefills the short prompt, step 2 decodes it
         var decoding = test.Engine.Submit(Greedy(EngineFixture.Prompt(4, 3), maxTokens: 100));
         await using var reader = decoding.GetAsyncEnumerator();
-        Assert.True(await reader.MoveNextAsync());
         GenerationOutput longSubmitted;
-        using (await test.Recorder!.HoldNextStepAsync())
+        using (await firstDecode)
             longSubmitted = test.Engine.Submit(Greedy(EngineFixture.Prompt(200, 4), maxTokens: 2));
         var longPrompt = await longSubmitted.CollectAsync();
         while (await reader.MoveNextAsync())
