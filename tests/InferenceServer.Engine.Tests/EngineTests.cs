@@ -46,7 +46,11 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         await using var reader = longOne.GetAsyncEnumerator();
         GenerationOutput shortSubmitted;
         using (await firstDecode)
+        {
+            var held = test.Recorder.Steps[^1];
+            Assert.True(held.FirstSlot == 0 && held.Rows is [{ TokenCount: 1 }], "the engine was expected to be held in a decode of slot 0 alone");
             shortSubmitted = test.Engine.Submit(Greedy(EngineFixture.Prompt(6, 2), maxTokens: 3));
+        }
         var shortOne = await shortSubmitted.CollectAsync();
         while (await reader.MoveNextAsync())
         {
@@ -70,7 +74,11 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         await using var reader = decoding.GetAsyncEnumerator();
         GenerationOutput longSubmitted;
         using (await firstDecode)
+        {
+            var held = test.Recorder.Steps[^1];
+            Assert.True(held.FirstSlot == 0 && held.Rows is [{ TokenCount: 1 }], "the engine was expected to be held in a decode of slot 0 alone");
             longSubmitted = test.Engine.Submit(Greedy(EngineFixture.Prompt(200, 4), maxTokens: 2));
+        }
         var longPrompt = await longSubmitted.CollectAsync();
         while (await reader.MoveNextAsync())
         {
