@@ -26,10 +26,14 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
     private string? _matchedStop;
     private int _enumerated;
 
+    private const int InitialCapacityLimit = 512;
+
     internal GenerationOutput(int expectedTokens, int alternativesPerToken)
     {
         _alternativesPerToken = alternativesPerToken;
-        var capacity = Math.Max(4, expectedTokens);
+        // Sized for what most requests generate, not for the client's limit (which may be the whole
+        // context): a longer generation grows the buffers a few times, doubling each time.
+        var capacity = Math.Clamp(expectedTokens, 4, InitialCapacityLimit);
         _tokens = new int[capacity];
         _text = new char[capacity * 4];
         _logprobs = alternativesPerToken > 0 ? new float[capacity] : [];

@@ -28,7 +28,8 @@ public sealed class InferenceEngine : IAsyncDisposable
     private readonly EngineMetrics _metrics;
     private readonly SamplingWorkspace _workspace;
     private readonly ConcurrentQueue<Sequence> _incoming = new();
-    private readonly PriorityQueue<Sequence, (int Priority, long Id)> _waiting = new();
+    // Keyed by (-priority, arrival) in 64 bits, so that negating int.MinValue cannot wrap around.
+    private readonly PriorityQueue<Sequence, (long Priority, long Id)> _waiting = new();
     private readonly List<Sequence> _running;
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
@@ -131,11 +132,8 @@ public sealed class InferenceEngine : IAsyncDisposable
         if (_fault is not null || _stop.IsCancellationRequested)
             throw new EngineStoppedException(_fault is null ? "the engine is stopping" : $"the engine stopped after an error: {_fault.Message}");
         Validate(request);
-        if (Interlocked.Increment(ref _queued) > _options.MaxWaitingRequests)
-        {
-            Interlocked.Decrement(ref _queued);
-            throw new EngineOverloadedException($"the queue is full ({_options.MaxWaitingRequests} requests waiting); try again later");
-        }
+        // Everything that can fail happens before the queue slot is taken, so a request that
+        // fails here has nothing to give back.
         var sampling = request.Sampling;
         var output = new GenerationOutput(request.MaxTokens, sampling.Logprobs);
         var detokenizer = _tokenizer.CreateStreamingDetokenizer(skipSpecialTokens: true);
@@ -146,6 +144,12 @@ public sealed class InferenceEngine : IAsyncDisposable
         detokenizer.KnownLeadingBytes = healed.Length;
         var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, computed, healed,
             new Sampler(sampling, _scheduler.VocabSize, computed), detokenizer, output, Stopwatch.GetTimestamp(), cancellationToken);
+        if (Interlocked.Increment(ref _queued) > _options.MaxWaitingRequests)
+        {
+            Interlocked.Decrement(ref _queued);
+            sequence.Dispose();
+            throw new EngineOverloadedException($"the queue is full ({_options.MaxWaitingRequests} requests waiting); try again later");
+        }
         _incoming.Enqueue(sequence);
         _metrics.Submitted(request.PromptTokens.Count);
         _wake.Release();
@@ -159,7 +163,8 @@ public sealed class InferenceEngine : IAsyncDisposable
             throw new RequestValidationException("the prompt is empty");
         if (request.MaxTokens < 1)
             throw new RequestValidationException($"max_tokens must be at least 1, got {request.MaxTokens}");
-        if (prompt.Count + request.MaxTokens > _scheduler.Capacity)
+        // In 64 bits: a client's max_tokens near int.MaxValue must not wrap around and pass.
+        if ((long)prompt.Count + request.MaxTokens > _scheduler.Capacity)
             throw new RequestValidationException(
                 $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.MaxTokens}) exceeds the context length of {_scheduler.Capacity} tokens");
         if (_scheduler.BlocksFor(prompt.Count + 1) > _scheduler.TotalBlocks)
@@ -221,7 +226,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         _iterationStart = Stopwatch.GetTimestamp();
         Volatile.Write(ref _iterations, _iterations + 1);
         while (_incoming.TryDequeue(out var arrived))
-            _waiting.Enqueue(arrived, (-arrived.Request.Priority, arrived.Id));
+            _waiting.Enqueue(arrived, (-(long)arrived.Request.Priority, arrived.Id));
 
         DropCancelled();
         RetireFinished();
@@ -257,7 +262,7 @@ public sealed class InferenceEngine : IAsyncDisposable
                     keep.Add(sequence);
             }
             foreach (var sequence in keep)
-                _waiting.Enqueue(sequence, (-sequence.Request.Priority, sequence.Id));
+                _waiting.Enqueue(sequence, (-(long)sequence.Request.Priority, sequence.Id));
         }
     }
 
@@ -326,7 +331,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         _scheduler.Release(sequence);
         sequence.Computed = 0;
         sequence.Preemptions++;
-        _waiting.Enqueue(sequence, (-sequence.Request.Priority, sequence.Id));
+        _waiting.Enqueue(sequence, (-(long)sequence.Request.Priority, sequence.Id));
         _metrics.Preempted();
     }
 
