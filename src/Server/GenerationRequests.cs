@@ -16,6 +16,7 @@ public static class GenerationRequests
 {
     public static GenerationRequest Build(
         ServedModel model,
+        RequestLimits limits,
         PromptInput? input,
         SamplingParameters sampling,
         int? maxTokens,
@@ -27,6 +28,13 @@ public static class GenerationRequests
         bool? tokenHealing = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(limits);
+        if (limits.CheckStop(stop) is { } stopProblem)
+            throw new RequestException(GrpcStatus.InvalidArgument, stopProblem);
+        if (RequestLimits.CheckStopTokenIds(stopTokenIds) is { } idsProblem)
+            throw new RequestException(GrpcStatus.InvalidArgument, idsProblem);
+        if (limits.CheckPriority(priority) is { } priorityProblem)
+            throw new RequestException(GrpcStatus.InvalidArgument, priorityProblem);
         var stopIds = new List<int>(stopTokenIds);
         int[] prompt = input switch
         {
@@ -43,6 +51,10 @@ public static class GenerationRequests
         if (prompt.Length >= model.ContextLength)
             throw new RequestException(GrpcStatus.InvalidArgument,
                 $"the prompt is {prompt.Length} tokens; this model's context length is {model.ContextLength}");
+        // In 64 bits: max_tokens near int.MaxValue must not wrap around and pass.
+        if ((long)prompt.Length + max > model.ContextLength)
+            throw new RequestException(GrpcStatus.InvalidArgument,
+                $"the prompt ({prompt.Length} tokens) plus max_tokens ({max}) exceeds this model's context length of {model.ContextLength} tokens");
         if (sampling.Validate() is { } problem)
             throw new RequestException(GrpcStatus.InvalidArgument, problem);
         foreach (var id in stopIds)
@@ -50,8 +62,6 @@ public static class GenerationRequests
             if ((uint)id >= (uint)model.VocabSize)
                 throw new RequestException(GrpcStatus.InvalidArgument, $"stop token id {id} is outside the vocabulary");
         }
-        if (stop.Any(string.IsNullOrEmpty))
-            throw new RequestException(GrpcStatus.InvalidArgument, "stop strings cannot be empty");
         return new GenerationRequest
         {
             PromptTokens = prompt,

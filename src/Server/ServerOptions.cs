@@ -29,6 +29,9 @@ public sealed record ServerOptions
     /// <summary>Largest gRPC message, either way.</summary>
     public int MaxMessageBytes { get; init; } = 4 << 20;
 
+    /// <summary>Stop strings and priority a request may ask for.</summary>
+    public RequestLimits Limits { get; init; } = new();
+
     /// <summary>max_tokens when a request gives none.</summary>
     public int DefaultMaxTokens { get; init; } = 16;
 

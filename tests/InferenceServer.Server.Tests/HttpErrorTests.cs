@@ -32,7 +32,7 @@ public sealed class HttpErrorTests(ServerFixture fixture) : IDisposable
         { "empty prompt", "{\"model\": \"tiny-coder\", \"prompt\": \"\"}", 400, null, "prompt" },
         { "prompt of objects", "{\"model\": \"tiny-coder\", \"prompt\": [{}]}", 400, null, "prompt" },
         { "token id outside the vocabulary", "{\"model\": \"tiny-coder\", \"prompt\": [1, 99999]}", 400, null, null },
-        { "five stops", "{\"model\": \"tiny-coder\", \"prompt\": \"a\", \"stop\": [\"1\", \"2\", \"3\", \"4\", \"5\"]}", 400, null, "stop" },
+        { "seventeen stops", "{\"model\": \"tiny-coder\", \"prompt\": \"a\", \"stop\": [\"1\", \"2\", \"3\", \"4\", \"5\", \"6\", \"7\", \"8\", \"9\", \"10\", \"11\", \"12\", \"13\", \"14\", \"15\", \"16\", \"17\"]}", 400, null, "stop" },
         { "stop number", "{\"model\": \"tiny-coder\", \"prompt\": \"a\", \"stop\": 5}", 400, null, "stop" },
         { "empty stop", "{\"model\": \"tiny-coder\", \"prompt\": \"a\", \"stop\": \"\"}", 400, null, "stop" },
         { "temperature out of range", "{\"model\": \"tiny-coder\", \"prompt\": \"a\", \"temperature\": 101}", 400, null, "temperature" },

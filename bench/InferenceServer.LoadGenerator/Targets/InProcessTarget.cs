@@ -38,7 +38,7 @@ public sealed class InProcessTarget : ILoadTarget
         {
             PromptInput input = request.Suffix is { } suffix ? new PromptInput.Infill(request.Prompt, suffix) : new PromptInput.Text(request.Prompt);
             var sampling = new SamplingParameters { Temperature = request.Temperature };
-            var generation = GenerationRequests.Build(_model, input, sampling, request.MaxTokens, request.Stop, [], priority: 0, requestId: null,
+            var generation = GenerationRequests.Build(_model, new RequestLimits(), input, sampling, request.MaxTokens, request.Stop, [], priority: 0, requestId: null,
                 defaultMaxTokens: request.MaxTokens) with { IgnoreEos = request.IgnoreEos };
             output = _model.Engine.Submit(generation, cancellationToken);
         }

@@ -29,11 +29,16 @@ internal static class ServeCommand
     private static readonly Setting<string[]> ApiKeys = new("api-key", "Accept only requests with one of these keys (repeatable; HTTP Bearer, gRPC authorization metadata; comma-separated in the environment, a list in the file).", [], plural: "api-keys");
     private static readonly Setting<int> MaxMessageBytes = new("max-message-bytes", "Largest gRPC message and HTTP body.", 4 << 20);
     private static readonly Setting<int> GraceSeconds = new("shutdown-grace-seconds", "Time in-flight requests get to finish on shutdown.", 10);
+    private static readonly Setting<int> MaxStopStrings = new("max-stop-strings", "Most stop strings one request may give (gRPC, /v1/completions and /infill alike).", new RequestLimits().MaxStopStrings);
+    private static readonly Setting<int> MaxStopBytes = new("max-stop-bytes", "Longest stop string, in UTF-8 bytes.", new RequestLimits().MaxStopStringBytes);
+    private static readonly Setting<int> MaxPriority = new("max-priority",
+        $"Highest priority a request may ask for, 0..{RequestLimits.PriorityCeiling} (higher runs first; requests may ask for {RequestLimits.MinPriority} up to this; 0: clients can only lower theirs).", 0);
 
     public static IEnumerable<Option> Options =>
     [
         ConfigurationFile.Option, Model.Option, Device.Option, Host.Option, HttpPort.Option, GrpcPort.Option, Tls.Option, MaxBatch.Option,
         ContextLength.Option, KvCacheBytes.Option, MaxWaiting.Option, Threads.Option, ApiKeys.Option, MaxMessageBytes.Option, GraceSeconds.Option,
+        MaxStopStrings.Option, MaxStopBytes.Option, MaxPriority.Option,
     ];
 
     public static Command Create()
@@ -70,6 +75,7 @@ internal static class ServeCommand
                 MaxMessageBytes = maxMessageBytes,
                 MaxRequestBodyBytes = maxMessageBytes,
                 ShutdownGracePeriod = TimeSpan.FromSeconds(GraceSeconds.Resolve(parseResult, file)),
+                Limits = ResolveLimits(parseResult, file),
             };
             modelPath = Model.Resolve(parseResult, file);
             cuda = Device.Resolve(parseResult, file) switch
@@ -122,5 +128,19 @@ internal static class ServeCommand
             }
         }
         return 0;
+    }
+
+    private static RequestLimits ResolveLimits(ParseResult parseResult, IConfiguration file)
+    {
+        var stopStrings = MaxStopStrings.Resolve(parseResult, file);
+        var stopBytes = MaxStopBytes.Resolve(parseResult, file);
+        var priority = MaxPriority.Resolve(parseResult, file);
+        if (stopStrings < 0)
+            throw new SettingException($"max-stop-strings is {stopStrings}; it cannot be negative");
+        if (stopBytes < 1)
+            throw new SettingException($"max-stop-bytes is {stopBytes}; it must be at least 1");
+        if (priority is < 0 or > RequestLimits.PriorityCeiling)
+            throw new SettingException($"max-priority is {priority}; it must be between 0 and {RequestLimits.PriorityCeiling}");
+        return new RequestLimits { MaxStopStrings = stopStrings, MaxStopStringBytes = stopBytes, MaxPriority = priority };
     }
 }

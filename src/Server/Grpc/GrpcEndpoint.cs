@@ -180,7 +180,7 @@ internal sealed class GrpcEndpoint
             Seed = request.HasSeed ? request.Seed : null,
             Logprobs = request.Logprobs,
         };
-        var engineRequest = GenerationRequests.Build(_model, input, sampling, request.MaxTokens == 0 ? null : request.MaxTokens,
+        var engineRequest = GenerationRequests.Build(_model, _options.Limits, input, sampling, request.MaxTokens == 0 ? null : request.MaxTokens,
             [.. request.Stop], [.. request.StopTokenIds], request.Priority, request.RequestId, _options.DefaultMaxTokens,
             request.HasTokenHealing ? request.TokenHealing : null);
         return _model.Engine.Submit(engineRequest, cancellation);

@@ -8,9 +8,6 @@ namespace InferenceServer.Server.Http;
 /// <summary>POST /v1/completions: OpenAI's legacy completions, whole or as server-sent events.</summary>
 internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel model)
 {
-    /// <summary>OpenAI's limit on stop sequences.</summary>
-    private const int MaxStopStrings = 4;
-
     public async Task HandleAsync(HttpContext context)
     {
         var body = await HttpApi.ReadJsonAsync(context, OpenAiJsonContext.Default.CompletionRequest, options.MaxRequestBodyBytes).ConfigureAwait(false);
@@ -53,7 +50,7 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
             throw HttpApiException.BadRequest($"logprobs must be between 0 and {LogprobsBuilder.MaxLogprobs}, got {requested}", "logprobs");
         logprobs = body.Logprobs;
 
-        var stop = RequestFields.Stop(body.Stop, MaxStopStrings);
+        var stop = RequestFields.Stop(body.Stop, options.Limits.MaxStopStrings);
         var prompt = RequestFields.Prompt(body.Prompt);
         if (body.Suffix is { } suffix && (suffix.Length > 0 || model.Fim is not null))
         {
@@ -77,7 +74,7 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
         };
         try
         {
-            var request = GenerationRequests.Build(model, prompt, sampling, body.MaxTokens, stop, [], priority: 0, id, options.DefaultMaxTokens, body.TokenHealing);
+            var request = GenerationRequests.Build(model, options.Limits, prompt, sampling, body.MaxTokens, stop, [], body.Priority ?? 0, id, options.DefaultMaxTokens, body.TokenHealing);
             return body.IgnoreEos == true ? request with { IgnoreEos = true } : request;
         }
         catch (RequestException e)

@@ -38,7 +38,7 @@ internal sealed class HttpApiException(int status, string type, string message, 
     private static readonly string[] Parameters =
     [
         "max_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty",
-        "frequency_penalty", "presence_penalty", "logprobs", "stop",
+        "frequency_penalty", "presence_penalty", "logprobs", "stop", "priority",
     ];
 
     private static string? ParamOf(RequestException e)

@@ -58,7 +58,8 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
         var suffix = body.InputSuffix ?? "";
         var middle = body.Prompt ?? "";
         var extra = body.InputExtra ?? [];
-        var stop = RequestFields.Stop(body.Stop, int.MaxValue);
+        var stop = RequestFields.Stop(body.Stop, options.Limits.MaxStopStrings);
+        var priority = body.Priority ?? 0;
         var sampling = new SamplingParameters
         {
             Temperature = body.Temperature ?? 0.8,
@@ -70,16 +71,17 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
             FrequencyPenalty = body.FrequencyPenalty ?? 0,
             Seed = body.Seed is { } seed and not -1 ? unchecked((ulong)seed) : null,
         };
-        // n_predict: positive is a limit; negative is "until the end of the context" (a default of
-        // int.MaxValue, which the shared builder caps at what the context leaves); 0 is checked with 1.
-        int? maxTokens = body.NPredict is > 0 ? body.NPredict : null;
+        // n_predict: positive is a limit; negative, or at least the whole context, is "until the end
+        // of the context" (a default of int.MaxValue, which the shared builder caps at what the
+        // context leaves); 0 is checked with 1.
+        int? maxTokens = body.NPredict is > 0 and var n && n < model.ContextLength ? n : null;
         var defaultMax = body.NPredict == 0 ? 1 : int.MaxValue;
         try
         {
             if (model.Fim is not { } fim)
             {
                 // No FIM tokens: the shared builder gives the same error as for an OpenAI suffix.
-                GenerationRequests.Build(model, new PromptInput.Infill(prefix, suffix), sampling, maxTokens, stop, [], 0, null, defaultMax);
+                GenerationRequests.Build(model, options.Limits, new PromptInput.Infill(prefix, suffix), sampling, maxTokens, stop, [], priority, null, defaultMax);
                 throw new RequestException(GrpcStatus.InvalidArgument, $"model '{model.Name}' cannot fill in the middle");
             }
             // Keep the most input_extra chunks (dropping from the front) that leave room: fewer chunks
@@ -110,7 +112,7 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
             var first = low;
             // The FIM stop tokens, which the shared builder adds itself for an Infill input.
             IReadOnlyList<int> stopIds = input is PromptInput.TokenIds ? fim.StopIds : [];
-            var request = GenerationRequests.Build(model, input, sampling, maxTokens, stop, stopIds, 0, null, defaultMax, body.TokenHealing ?? true);
+            var request = GenerationRequests.Build(model, options.Limits, input, sampling, maxTokens, stop, stopIds, priority, null, defaultMax, body.TokenHealing ?? true);
             return (body.IgnoreEos == true ? request with { IgnoreEos = true } : request, first > 0);
         }
         catch (RequestException e)

@@ -28,7 +28,7 @@ internal sealed class CompletionRequest
     public double? RepetitionPenalty { get; set; }
     public long? Seed { get; set; }
 
-    /// <summary>A string or an array of up to four strings.</summary>
+    /// <summary>A string or an array of strings (as many as <see cref="RequestLimits.MaxStopStrings"/>).</summary>
     public JsonElement Stop { get; set; }
 
     public int? Logprobs { get; set; }
@@ -45,6 +45,9 @@ internal sealed class CompletionRequest
 
     /// <summary>Extension: spell the prompt's last token again (default: on with a suffix, off without).</summary>
     public bool? TokenHealing { get; set; }
+
+    /// <summary>Extension (as vLLM): higher runs first, within the server's allowed range (default 0).</summary>
+    public int? Priority { get; set; }
 }
 
 internal sealed class StreamOptions
@@ -166,6 +169,9 @@ internal sealed class InfillRequest
 
     /// <summary>Extension: spell the prefix's last token again (default on).</summary>
     public bool? TokenHealing { get; set; }
+
+    /// <summary>Extension: higher runs first, within the server's allowed range (default 0).</summary>
+    public int? Priority { get; set; }
 }
 
 internal sealed class InfillExtraChunk
