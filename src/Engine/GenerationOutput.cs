@@ -24,6 +24,7 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
     private FinishReason? _finish;
     private Usage _usage;
     private string? _matchedStop;
+    private Exception? _fault;
     private int _enumerated;
 
     private const int InitialCapacityLimit = 512;
@@ -94,6 +95,21 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
         _signal.Release();
     }
 
+    /// <summary>
+    /// Ends the output because the engine failed: the reader gets what was generated so far, then
+    /// an <see cref="EngineFaultedException"/> instead of a final event.
+    /// </summary>
+    internal void Fail(Exception fault)
+    {
+        lock (_lock)
+        {
+            if (_finish is not null || _fault is not null)
+                return;
+            _fault = fault;
+        }
+        _signal.Release();
+    }
+
     internal bool IsFinished
     {
         get
@@ -144,13 +160,20 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
                     throw;
                 }
                 GenerationEvent? next;
+                Exception? fault;
                 lock (_lock)
                 {
                     next = TakeLocked(ref tokensRead, ref textRead);
                     finished = _finish is not null;
+                    fault = _fault;
                 }
                 if (next is not null)
                     yield return next;
+                if (fault is not null)
+                {
+                    finished = true;
+                    throw new EngineFaultedException(fault);
+                }
             }
         }
         finally

@@ -82,3 +82,11 @@ public sealed class EngineOverloadedException(string message) : Exception(messag
 
 /// <summary>The engine is shutting down and takes no new requests.</summary>
 public sealed class EngineStoppedException(string message) : Exception(message);
+
+/// <summary>
+/// The engine failed while the request was in it (a model step threw): the request ends without a
+/// final event, and the engine takes no more requests. <see cref="Exception.InnerException"/> is
+/// the failure; the message is safe to log, not meant for clients.
+/// </summary>
+public sealed class EngineFaultedException(Exception fault)
+    : Exception($"the engine stopped after an error: {fault?.Message}", fault);

@@ -85,6 +85,12 @@ public sealed class InferenceEngine : IAsyncDisposable
             _stopped.TrySetResult();
     }
 
+    /// <summary>What stopped the loop, when a model step or the loop itself threw; null while it runs or after a clean stop.</summary>
+    public Exception? Fault => Volatile.Read(ref _fault);
+
+    /// <summary>Completes when the loop has stopped, cleanly or after a fault.</summary>
+    public Task Stopped => _stopped.Task;
+
     /// <summary>Sequences admitted and not yet finished, in admission order (the loop thread's).</summary>
     internal List<Sequence> Running => _running;
 
@@ -210,7 +216,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            _fault = e;
+            Volatile.Write(ref _fault, e);
         }
         finally
         {
@@ -290,7 +296,10 @@ public sealed class InferenceEngine : IAsyncDisposable
     {
         if (sequence.Preemptions == 0)
             Interlocked.Decrement(ref _queued);
-        sequence.Output.Finish(FinishReason.Cancelled, UsageOf(sequence), null);
+        if (_fault is { } fault)
+            sequence.Output.Fail(fault);
+        else
+            sequence.Output.Finish(FinishReason.Cancelled, UsageOf(sequence), null);
         sequence.Dispose();
     }
 
@@ -486,11 +495,22 @@ public sealed class InferenceEngine : IAsyncDisposable
         Volatile.Write(ref _cachedBlocks, _scheduler.CachedBlocks);
     }
 
-    // On shutdown or failure every request still known gets its final event.
+    // On shutdown every request still known gets its final event; after a fault, the fault.
     private void FinishEverything()
     {
         foreach (var sequence in _running)
-            Complete(sequence, FinishReason.Cancelled, null);
+        {
+            // Finished in the iteration that failed: already waiting in _finished to be retired.
+            if (sequence.Output.IsFinished)
+                continue;
+            if (_fault is { } fault)
+            {
+                sequence.Output.Fail(fault);
+                _finished.Add(sequence);
+            }
+            else
+                Complete(sequence, FinishReason.Cancelled, null);
+        }
         RetireFinished();
         while (_waiting.TryDequeue(out var sequence, out _))
             FinishWaiting(sequence);

@@ -48,12 +48,14 @@ public sealed class RequestAccountingTests(EngineFixture model) : IClassFixture<
         var outputs = Enumerable.Range(0, 6).Select(i => engine.Submit(Greedy(Prompt(20, 70 + i), 40))).ToList();
         foreach (var output in outputs)
         {
-            // Each ends: a final event, not a wait forever.
-            var result = await output.CollectAsync().WaitAsync(TimeSpan.FromSeconds(30));
-            Assert.Equal(FinishReason.Cancelled, result.FinishReason);
+            // Each ends with the engine's failure, not a wait forever and not an ordinary ending.
+            var failed = await Assert.ThrowsAsync<EngineFaultedException>(() => output.CollectAsync().WaitAsync(TimeSpan.FromSeconds(30)));
+            Assert.Equal("the device failed", failed.InnerException!.Message);
         }
-        await AssertIdleAsync(engine);
-        Assert.Equal(0, engine.Snapshot.UsedBlocks);
+        await engine.Stopped;
+        Assert.Equal("the device failed", engine.Fault?.Message);
+        var s = engine.Snapshot;
+        Assert.Equal((0, 0, 0), (s.Running, s.Waiting, s.UsedBlocks));
         Assert.Throws<EngineStoppedException>(() => engine.Submit(Greedy(Prompt(4, 80), 2)));
     }
 
