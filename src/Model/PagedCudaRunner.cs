@@ -389,7 +389,9 @@ public static partial class CudaRuntime
     /// <summary>Why the CUDA runner cannot run here, or null when it can: its provider library beside ONNX Runtime's, the CUDA runtime, a device.</summary>
     public static string? Unavailable()
     {
-        if (!File.Exists(Path.Combine(AppContext.BaseDirectory, "libonnxruntime_providers_cuda.so")))
+        // Beside the program in a self-contained publish; under runtimes/ in a build for any platform.
+        string[] places = [AppContext.BaseDirectory, Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native")];
+        if (!places.Any(place => File.Exists(Path.Combine(place, "libonnxruntime_providers_cuda.so"))))
             return "ONNX Runtime's CUDA provider is not in this build (build with -p:OrtCuda=true)";
         if (!NativeLibrary.TryLoad(Library, out var runtime))
             return $"the CUDA 13 runtime ({Library}) is not installed";
