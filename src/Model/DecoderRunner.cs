@@ -5,9 +5,12 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 namespace InferenceServer.Model;
 
 /// <summary>
-/// Runs the dense decoder graph on the CPU provider. Owns the session and, per layer, one key
-/// and one value buffer shaped [slots, kv_heads, capacity, head_dim] that are bound as both the
-/// past input and the present output (GroupQueryAttention writes the new keys in place).
+/// Runs the dense decoder graph on the CPU provider, or on the CUDA provider
+/// (<see cref="RunnerOptions.Device"/>). Owns the session and, per layer, one key and one value
+/// buffer shaped [slots, kv_heads, capacity, head_dim] that are bound as both the past input and
+/// the present output (GroupQueryAttention writes the new keys in place); on CUDA those buffers
+/// are device memory and the step's inputs and logits travel through pinned host memory
+/// (<see cref="RunnerMemory"/>).
 ///
 /// A step runs a contiguous range of slots as the batch rows. GroupQueryAttention on the CPU
 /// accepts three shapes of step, and <see cref="Step"/> takes exactly those:
@@ -30,13 +33,14 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     private readonly long _slotKvElements;
     private readonly string[] _pastKeyNames, _pastValueNames, _presentKeyNames, _presentValueNames;
 
-    private readonly NativeBuffer _inputIds;
-    private readonly NativeBuffer _attentionMask;
-    private readonly NativeBuffer _positionIds;
-    private readonly NativeBuffer _logits;
-    private readonly NativeBuffer _logitsFloat;
-    private readonly NativeBuffer[] _keys;
-    private readonly NativeBuffer[] _values;
+    private readonly RunnerMemory _memory;
+    private readonly IRunnerBuffer _inputIds;
+    private readonly IRunnerBuffer _attentionMask;
+    private readonly IRunnerBuffer _positionIds;
+    private readonly IRunnerBuffer _logits;
+    private readonly NativeBuffer? _logitsFloat; // float copies of float16 logits
+    private readonly IRunnerBuffer[] _keys;
+    private readonly IRunnerBuffer[] _values;
 
     // Decode bindings keyed by (first slot, batch size): fixed shapes over fixed buffers.
     private readonly Dictionary<(int First, int Batch), StepBinding> _decodeBindings = [];
@@ -47,6 +51,9 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     public int Capacity { get; }
     public int VocabSize { get; }
     public int LayerCount { get; }
+
+    /// <summary>Where the graph runs.</summary>
+    public RunnerDevice Device { get; }
 
     /// <summary>Bytes held by the KV buffers of all layers and slots.</summary>
     public long KvCacheBytes { get; }
@@ -69,6 +76,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             throw new ArgumentOutOfRangeException(nameof(options), $"MaxSequenceLength {Capacity} exceeds the model's context length {model.ContextLength}");
         VocabSize = model.VocabSize;
         LayerCount = _decoder.NumHiddenLayers;
+        Device = options.Device;
         if (_decoder.IsPaged)
             throw new ModelLoadException($"{folder.Path}: this folder holds the paged graph (PagedAttention), which only the CUDA provider runs; the CPU serves the dense graph (build-model --graph dense)");
         _attentionMaskName = _decoder.Inputs.AttentionMask
@@ -81,14 +89,17 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         };
         if (options.IntraOpThreads > 0)
             sessionOptions.IntraOpNumThreads = options.IntraOpThreads;
+        if (Device == RunnerDevice.Cuda)
+            CudaRuntime.AppendProvider(sessionOptions, options.DeviceId);
         try
         {
             _session = new InferenceSession(folder.DecoderPath, sessionOptions);
         }
         catch (OnnxRuntimeException e)
         {
-            throw new ModelLoadException($"{folder.DecoderPath}: ONNX Runtime cannot load the graph: {e.Message}", e);
+            throw new ModelLoadException($"{folder.DecoderPath}: ONNX Runtime cannot load the graph{(Device == RunnerDevice.Cuda ? " on CUDA" : "")}: {e.Message}", e);
         }
+        _memory = Device == RunnerDevice.Cuda ? new CudaRunnerMemory(_session, options.DeviceId) : RunnerMemory.Cpu;
 
         try
         {
@@ -103,19 +114,19 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             _slotKvElements = (long)_decoder.NumKeyValueHeads * Capacity * _decoder.HeadSize;
             long layerBytes = Slots * _slotKvElements * _kvElementSize;
             KvCacheBytes = layerBytes * 2 * LayerCount;
-            _keys = new NativeBuffer[LayerCount];
-            _values = new NativeBuffer[LayerCount];
+            _keys = new IRunnerBuffer[LayerCount];
+            _values = new IRunnerBuffer[LayerCount];
             for (var i = 0; i < LayerCount; i++)
             {
-                _keys[i] = new NativeBuffer(layerBytes);
-                _values[i] = new NativeBuffer(layerBytes);
+                _keys[i] = _memory.Kv(layerBytes);
+                _values[i] = _memory.Kv(layerBytes);
             }
             long tokenCells = (long)Slots * Capacity;
-            _inputIds = new NativeBuffer(tokenCells * sizeof(long));
-            _attentionMask = new NativeBuffer(tokenCells * sizeof(long));
-            _positionIds = new NativeBuffer(tokenCells * sizeof(long));
-            _logits = new NativeBuffer((long)Slots * VocabSize * (_logitsType == TensorElementType.Float ? 4 : 2));
-            _logitsFloat = _logitsType == TensorElementType.Float ? _logits : new NativeBuffer((long)Slots * VocabSize * 4);
+            _inputIds = _memory.Step(tokenCells * sizeof(long));
+            _attentionMask = _memory.Step(tokenCells * sizeof(long));
+            _positionIds = _memory.Step(tokenCells * sizeof(long));
+            _logits = _memory.Step((long)Slots * VocabSize * (_logitsType == TensorElementType.Float ? 4 : 2));
+            _logitsFloat = _logitsType == TensorElementType.Float && !_logitsPerPosition ? null : new NativeBuffer((long)Slots * VocabSize * 4);
         }
         catch
         {
@@ -151,7 +162,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             using var binding = CreateBinding(firstSlot, batch, shape.SequenceLength, shape.MaskWidth);
             Run(binding, rows, shape.SequenceLength);
         }
-        return new ReadOnlySpan<float>((float*)_logitsFloat.Pointer, batch * VocabSize);
+        return new ReadOnlySpan<float>((float*)(_logitsFloat ?? _logits).Pointer, batch * VocabSize);
     }
 
     /// <summary>
@@ -177,13 +188,13 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             CopyHeads(_values[layer]);
         }
 
-        void CopyHeads(NativeBuffer buffer)
+        void CopyHeads(IRunnerBuffer buffer)
         {
             for (var head = 0; head < _decoder.NumKeyValueHeads; head++)
             {
-                var source = (byte*)buffer.Pointer + fromSlot * slotBytes + head * headBytes;
-                var target = (byte*)buffer.Pointer + toSlot * slotBytes + head * headBytes;
-                Buffer.MemoryCopy(source, target, copyBytes, copyBytes);
+                var source = buffer.Pointer + (nint)(fromSlot * slotBytes + head * headBytes);
+                var target = buffer.Pointer + (nint)(toSlot * slotBytes + head * headBytes);
+                _memory.CopyKv(source, target, copyBytes);
             }
         }
     }
@@ -266,6 +277,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         try
         {
             _session.RunWithBinding(_runOptions, binding.IoBinding);
+            _memory.Synchronize(binding.IoBinding);
         }
         catch (OnnxRuntimeException e)
         {
@@ -275,7 +287,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         if (_logitsPerPosition)
             CopyLastPositionLogits(binding, rows, sequenceLength);
         else if (_logitsType == TensorElementType.Float16)
-            HalfToFloat(_logits.Pointer, _logitsFloat.Pointer, rows.Length * VocabSize);
+            HalfToFloat(_logits.Pointer, _logitsFloat!.Pointer, rows.Length * VocabSize);
     }
 
     // Graphs from onnxruntime-genai's builder return logits for every position: keep each row's last.
@@ -286,7 +298,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         for (var r = 0; r < rows.Length; r++)
         {
             long offset = ((long)r * sequenceLength + rows[r].TokenCount - 1) * VocabSize;
-            var destination = (nint)((float*)_logitsFloat.Pointer + (long)r * VocabSize);
+            var destination = (nint)((float*)_logitsFloat!.Pointer + (long)r * VocabSize);
             if (_logitsType == TensorElementType.Float)
                 logits.GetTensorDataAsSpan<float>().Slice((int)offset, VocabSize).CopyTo(new Span<float>((void*)destination, VocabSize));
             else
@@ -307,7 +319,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         var binding = new StepBinding(_session.CreateIoBinding());
         try
         {
-            var mem = OrtMemoryInfo.DefaultInstance;
+            var mem = _memory.StepInfo;
             // Logits are bound before the KV outputs: bound outputs come back in binding order,
             // and graphs with logits for every position are read through that list.
             if (_logitsPerPosition)
@@ -326,10 +338,10 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             long viewBytes = batch * _slotKvElements * _kvElementSize;
             for (var layer = 0; layer < LayerCount; layer++)
             {
-                var key = OrtValue.CreateTensorValueWithData(mem, _kvType, kvShape, _keys[layer].Pointer + (nint)offsetBytes, viewBytes);
+                var key = OrtValue.CreateTensorValueWithData(_memory.KvInfo, _kvType, kvShape, _keys[layer].Pointer + (nint)offsetBytes, viewBytes);
                 binding.Input(_pastKeyNames[layer], key);
                 binding.Output(_presentKeyNames[layer], key);
-                var value = OrtValue.CreateTensorValueWithData(mem, _kvType, kvShape, _values[layer].Pointer + (nint)offsetBytes, viewBytes);
+                var value = OrtValue.CreateTensorValueWithData(_memory.KvInfo, _kvType, kvShape, _values[layer].Pointer + (nint)offsetBytes, viewBytes);
                 binding.Input(_pastValueNames[layer], value);
                 binding.Output(_presentValueNames[layer], value);
             }
@@ -414,17 +426,18 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         foreach (var binding in _decodeBindings.Values)
             binding.Dispose();
         _decodeBindings.Clear();
-        _session?.Dispose();
-        _runOptions.Dispose();
-        foreach (var buffer in (NativeBuffer?[]?)_keys ?? [])
+        // Buffers from the session's allocators go before the session.
+        foreach (var buffer in (IRunnerBuffer?[]?)_keys ?? [])
             buffer?.Dispose();
-        foreach (var buffer in (NativeBuffer?[]?)_values ?? [])
+        foreach (var buffer in (IRunnerBuffer?[]?)_values ?? [])
             buffer?.Dispose();
         _inputIds?.Dispose();
         _attentionMask?.Dispose();
         _positionIds?.Dispose();
-        if (!ReferenceEquals(_logitsFloat, _logits))
-            _logitsFloat?.Dispose();
+        _logitsFloat?.Dispose();
         _logits?.Dispose();
+        _memory?.Dispose();
+        _session?.Dispose();
+        _runOptions.Dispose();
     }
 }

@@ -6,7 +6,7 @@ namespace InferenceServer.Model;
 /// Zeroed, 64-byte aligned native memory that ORT tensors are created over. It never moves, so
 /// OrtValues and IO bindings made over it stay valid across steps without pinning managed arrays.
 /// </summary>
-internal sealed unsafe class NativeBuffer : IDisposable
+internal sealed unsafe class NativeBuffer : IRunnerBuffer
 {
     public nint Pointer { get; private set; }
     public long Bytes { get; }

@@ -32,6 +32,20 @@ public sealed record PagedRunnerOptions
     public int MaxSequenceLength { get; init; }
 }
 
+/// <summary>
+/// How the pools' aliased outputs (key_cache_out.N / value_cache_out.N) are bound. PagedAttention
+/// writes into the pools it reads, and ONNX Runtime versions differ in what they accept for its
+/// outputs: the pool itself, nothing (the kernel's output aliases its input), or a buffer ONNX
+/// Runtime places on the device. The runner tries them in this order on a one-token warm-up step
+/// and keeps the first that runs.
+/// </summary>
+public enum KvOutputBinding
+{
+    Pool,
+    Unbound,
+    Device,
+}
+
 /// <summary>One sequence of a paged step: KV for <see cref="PastLength"/> tokens is in its blocks; <see cref="TokenCount"/> new ones follow.</summary>
 public readonly record struct PagedRow(int PastLength, int TokenCount);
 
@@ -56,6 +70,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
     private readonly Dictionary<(int Batch, int Width, bool Logits), StepBinding> _decodeBindings = [];
     private readonly GenaiDecoderSection _decoder;
     private readonly OrtMemoryInfo _pinnedInfo;
+    private readonly OrtMemoryInfo _cudaInfo;
     private readonly OrtAllocator _deviceAllocator;
     private readonly OrtAllocator _pinnedAllocator;
     private readonly List<OrtValue> _owned = [];
@@ -82,6 +97,9 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
     public int TopK { get; }
 
     public TensorElementType KvElementType { get; }
+
+    /// <summary>How the aliased pool outputs are bound: the first way the warm-up step ran with.</summary>
+    public KvOutputBinding KvOutputBinding { get; private set; }
     public long KvBytesPerToken { get; }
 
     public PagedCudaRunner(ModelFolder folder, PagedRunnerOptions options)
@@ -121,22 +139,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             LogId = _decoder.SessionOptions.LogId,
         };
-        try
-        {
-            using var cuda = new OrtCUDAProviderOptions();
-            cuda.UpdateOptions(new Dictionary<string, string>
-            {
-                ["device_id"] = options.DeviceId.ToString(System.Globalization.CultureInfo.InvariantCulture),
-                // The pools are allocated once, at their full size: no arena growth to race.
-                ["arena_extend_strategy"] = "kSameAsRequested",
-            });
-            sessionOptions.AppendExecutionProvider_CUDA(cuda);
-        }
-        catch (Exception e) when (e is OnnxRuntimeException or DllNotFoundException or EntryPointNotFoundException)
-        {
-            throw new ModelLoadException(
-                $"ONNX Runtime's CUDA execution provider is not available here ({e.Message}); it needs a build with -p:OrtCuda=true, an NVIDIA GPU and the CUDA 13 runtime libraries", e);
-        }
+        CudaRuntime.AppendProvider(sessionOptions, options.DeviceId);
         try
         {
             _session = new InferenceSession(folder.DecoderPath, sessionOptions);
@@ -157,7 +160,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             KvBytesPerToken = 2L * LayerCount * _decoder.NumKeyValueHeads * _decoder.HeadSize * kvElementSize;
             TopK = (int)_session.OutputMetadata[_topLogits].Dimensions[^1];
 
-            var cudaInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
+            var cudaInfo = _cudaInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
             _pinnedInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA_PINNED, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.CpuOutput);
             _deviceAllocator = new OrtAllocator(_session, cudaInfo);
             _pinnedAllocator = new OrtAllocator(_session, _pinnedInfo);
@@ -188,6 +191,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             // attention_metadata is read on the host by the kernel: plain CPU memory.
             _metadataValue = Own(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Int32, [2]));
             _metadataValues = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(_metadataValue.GetTensorMutableRawData()));
+            ChooseKvOutputBinding();
         }
         catch
         {
@@ -274,6 +278,31 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             TopK);
     }
 
+    // One token of one sequence in block 0, with each way of binding the pool outputs until one
+    // runs. What it writes is at position 0 of block 0, which a sequence given that block writes
+    // again before reading.
+    private void ChooseKvOutputBinding()
+    {
+        var failures = new List<string>();
+        foreach (var way in Enum.GetValues<KvOutputBinding>())
+        {
+            KvOutputBinding = way;
+            try
+            {
+                Step([new PagedRow(0, 1)], [0], new int[MaxBlocksPerSequence], MaxBlocksPerSequence);
+                return;
+            }
+            catch (OnnxRuntimeException e)
+            {
+                failures.Add($"{way}: {e.Message}");
+                foreach (var binding in _decodeBindings.Values)
+                    binding.Dispose();
+                _decodeBindings.Clear();
+            }
+        }
+        throw new ModelLoadException($"{Folder.Path}: no way of binding the KV pools' outputs runs on this ONNX Runtime: {string.Join("; ", failures)}");
+    }
+
     // A binding for one step shape: the pools and the metadata (owned by the runner) and views of
     // that shape over the pinned buffers (owned by the binding). Unbound, the whole logits stay on
     // the device: they are computed for the reductions anyway.
@@ -287,8 +316,8 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             {
                 io.BindInput(LayerName(_decoder.Inputs.PastKeyNames, layer), _keyPools[layer]);
                 io.BindInput(LayerName(_decoder.Inputs.PastValueNames, layer), _valuePools[layer]);
-                io.BindOutput(LayerName(_decoder.Outputs.PresentKeyNames, layer), _keyPools[layer]);
-                io.BindOutput(LayerName(_decoder.Outputs.PresentValueNames, layer), _valuePools[layer]);
+                BindPoolOutput(io, LayerName(_decoder.Outputs.PresentKeyNames, layer), _keyPools[layer]);
+                BindPoolOutput(io, LayerName(_decoder.Outputs.PresentValueNames, layer), _valuePools[layer]);
             }
             io.BindInput(_metadata, _metadataValue);
             binding.Input(_inputIds, View(TensorElementType.Int64, [tokenCount], _ids));
@@ -310,6 +339,21 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
         }
     }
 
+    private void BindPoolOutput(OrtIoBinding io, string name, OrtValue pool)
+    {
+        switch (KvOutputBinding)
+        {
+            case KvOutputBinding.Pool:
+                io.BindOutput(name, pool);
+                break;
+            case KvOutputBinding.Device:
+                io.BindOutputToDevice(name, _cudaInfo);
+                break;
+            default:
+                break; // left to the kernel, whose output aliases the pool it was given
+        }
+    }
+
     public void Dispose()
     {
         if (_disposed)
@@ -322,6 +366,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
         _pinnedAllocator?.Dispose();
         _deviceAllocator?.Dispose();
         _pinnedInfo?.Dispose();
+        _cudaInfo?.Dispose();
         _runOptions.Dispose();
         _session?.Dispose();
     }
@@ -379,52 +424,4 @@ public readonly ref struct PagedStepResult(
     public ReadOnlySpan<float> LogSumExp { get; } = logSumExp;
     public ReadOnlySpan<float> Logits { get; } = logits;
     public int TopK { get; } = topK;
-}
-
-/// <summary>The CUDA runtime calls ONNX Runtime does not expose: whether a device is there, and its free memory.</summary>
-public static partial class CudaRuntime
-{
-    private const string Library = "libcudart.so.13";
-
-    /// <summary>Why the CUDA runner cannot run here, or null when it can: its provider library beside ONNX Runtime's, the CUDA runtime, a device.</summary>
-    public static string? Unavailable()
-    {
-        // Beside the program in a self-contained publish; under runtimes/ in a build for any platform.
-        string[] places = [AppContext.BaseDirectory, Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native")];
-        if (!places.Any(place => File.Exists(Path.Combine(place, "libonnxruntime_providers_cuda.so"))))
-            return "ONNX Runtime's CUDA provider is not in this build (build with -p:OrtCuda=true)";
-        if (!NativeLibrary.TryLoad(Library, out var runtime))
-            return $"the CUDA 13 runtime ({Library}) is not installed";
-        NativeLibrary.Free(runtime);
-        return cudaGetDeviceCount(out var count) == 0 && count > 0 ? null : "no CUDA device";
-    }
-
-    [LibraryImport(Library)]
-    private static partial int cudaGetDeviceCount(out int count);
-
-    [LibraryImport(Library)]
-    private static partial int cudaSetDevice(int device);
-
-    [LibraryImport(Library)]
-    private static partial int cudaMemGetInfo(out nuint free, out nuint total);
-
-    internal static long FreeBytes(int device)
-    {
-        try
-        {
-            Check(cudaSetDevice(device), "cudaSetDevice");
-            Check(cudaMemGetInfo(out var free, out _), "cudaMemGetInfo");
-            return (long)free;
-        }
-        catch (DllNotFoundException e)
-        {
-            throw new ModelLoadException($"{Library} was not found: the CUDA 13 runtime is needed to size the KV pool (or give KvBlocks)", e);
-        }
-    }
-
-    private static void Check(int status, string call)
-    {
-        if (status != 0)
-            throw new ModelLoadException($"{call} failed with CUDA error {status}");
-    }
 }

@@ -11,4 +11,17 @@ public sealed record RunnerOptions
 
     /// <summary>Threads ORT uses inside one operator; 0 lets ORT pick (one per physical core).</summary>
     public int IntraOpThreads { get; init; }
+
+    /// <summary>Where the graph runs: ORT's CPU provider, or its CUDA provider (a float16 graph is the one to use there).</summary>
+    public RunnerDevice Device { get; init; }
+
+    /// <summary>The CUDA device, when <see cref="Device"/> is <see cref="RunnerDevice.Cuda"/>.</summary>
+    public int DeviceId { get; init; }
+}
+
+/// <summary>The execution provider a runner's session uses.</summary>
+public enum RunnerDevice
+{
+    Cpu,
+    Cuda,
 }

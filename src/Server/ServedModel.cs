@@ -39,8 +39,9 @@ public sealed class ServedModel : IAsyncDisposable
 
     /// <summary>
     /// Loads a model folder and starts its engine: on the CPU over the dense graph, or with
-    /// <paramref name="cuda"/> on the GPU over the paged graph (maxBatch sequences at once, the KV
-    /// pool of the engine options' KV budget, or else sized from the GPU memory left free).
+    /// <paramref name="cuda"/> on the GPU, over a paged graph (maxBatch sequences at once, the KV
+    /// pool of the engine options' KV budget, or else sized from the GPU memory left free) or a
+    /// dense one (maxBatch KV slots on the device).
     /// </summary>
     public static ServedModel Load(string path, int maxBatch, int contextLength, int intraOpThreads, EngineOptions engineOptions, bool cuda = false)
     {
@@ -50,10 +51,10 @@ public sealed class ServedModel : IAsyncDisposable
             throw new ModelLoadException($"{folder.Path} has no tokenizer.json; the server needs one");
         var tokenizer = InferenceServer.Tokenizer.Tokenizer.Load(folder.TokenizerPath);
         var options = engineOptions with { EosTokenIds = folder.Config.Model.EosTokenId };
-        if (cuda)
+        if (cuda && CudaRuntime.Unavailable() is { } why)
+            throw new ModelLoadException($"cannot serve on CUDA: {why}");
+        if (cuda && folder.Config.Model.Decoder.IsPaged)
         {
-            if (CudaRuntime.Unavailable() is { } why)
-                throw new ModelLoadException($"cannot serve on CUDA: {why}");
             var paged = new PagedCudaRunner(folder, new PagedRunnerOptions
             {
                 MaxSequences = maxBatch,
@@ -76,6 +77,8 @@ public sealed class ServedModel : IAsyncDisposable
             MaxBatch = maxBatch,
             MaxSequenceLength = contextLength,
             IntraOpThreads = intraOpThreads,
+            // A dense folder on CUDA: GroupQueryAttention over KV buffers on the device.
+            Device = cuda ? RunnerDevice.Cuda : RunnerDevice.Cpu,
         });
         var engine = new InferenceEngine(runner, tokenizer, options);
         return new ServedModel(Path.GetFileName(folder.Path), folder, tokenizer, engine, maxBatch, runner);

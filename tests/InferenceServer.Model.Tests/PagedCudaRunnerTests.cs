@@ -23,13 +23,17 @@ public sealed class NoCudaFactAttribute : FactAttribute
     }
 }
 
-/// <summary>The small model as a dense float32 folder (the CPU reference) and as a paged fp16 folder.</summary>
+/// <summary>
+/// The small model as a dense float32 folder (the CPU reference), and as the float16 folders the
+/// CUDA runners take: paged, and dense.
+/// </summary>
 public sealed class PagedModelPair : IDisposable
 {
     private readonly TempFolder _temp = new();
 
     public ModelFolder Dense { get; }
     public ModelFolder Paged { get; }
+    public ModelFolder DenseHalf { get; }
 
     public PagedModelPair()
     {
@@ -41,8 +45,11 @@ public sealed class PagedModelPair : IDisposable
             DecoderModelBuilder.Build(SmallModelFixture.Config, weights, _temp.Combine("paged"),
                 new BuildOptions { Precision = Precision.Fp16, Variant = GraphVariant.Paged, SamplingTopK = 8 }, tokenizerFolder: null);
         }
+        using (var weights = new ModelBuilder.Checkpoint.RandomWeights(seed: 7, standardDeviation: 0.1f))
+            DecoderModelBuilder.Build(SmallModelFixture.Config, weights, _temp.Combine("dense16"), new BuildOptions { Precision = Precision.Fp16 }, tokenizerFolder: null);
         Dense = ModelFolder.Load(_temp.Combine("dense"));
         Paged = ModelFolder.Load(_temp.Combine("paged"));
+        DenseHalf = ModelFolder.Load(_temp.Combine("dense16"));
     }
 
     public void Dispose() => _temp.Dispose();

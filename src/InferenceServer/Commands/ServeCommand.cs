@@ -20,7 +20,7 @@ internal static class ServeCommand
     private static readonly Setting<int> HttpPort = new("http-port", "OpenAI-style HTTP port.", ServerOptions.DefaultHttpPort);
     private static readonly Setting<int> GrpcPort = new("grpc-port", "gRPC port (HTTP/2).", ServerOptions.DefaultGrpcPort);
     private static readonly Setting<bool> Tls = new("tls", "Serve both ports over TLS with the certificate in the configuration file's Kestrel:Certificates:Default (HTTP/2 by ALPN).", false);
-    private static readonly Setting<string> Device = new("device", "cpu (the dense graph on ONNX Runtime's CPU provider) or cuda (the paged graph on the CUDA provider; its KV pool takes --kv-cache-bytes, or else 90% of the GPU memory left free).", "cpu");
+    private static readonly Setting<string> Device = new("device", "cpu (the dense graph on ONNX Runtime's CPU provider) or cuda (the CUDA provider, from a build with -p:OrtCuda=true: a paged folder, whose KV pool takes --kv-cache-bytes or else 90% of the GPU memory left free, or a dense float16 folder, --max-batch KV slots on the device).", "cpu");
     private static readonly Setting<int> MaxBatch = new("max-batch", "Sequences served at once (KV slots on the CPU, block table rows on CUDA).", 8);
     private static readonly Setting<int> ContextLength = new("context-length", "Tokens per sequence (0: the model's context length).", 0);
     private static readonly Setting<long> KvCacheBytes = new("kv-cache-bytes", "KV cache budget in bytes (0: all slots on the CPU, 90% of the free GPU memory on CUDA).", 0L);
