@@ -120,7 +120,8 @@ internal static class HttpApi
     private static async Task<ArrayBufferWriter<byte>> ReadBodyAsync(HttpRequest request, long maxBytes, CancellationToken cutoff, CancellationToken aborted)
     {
         var reader = request.BodyReader;
-        var body = new ArrayBufferWriter<byte>((int)Math.Clamp(request.ContentLength ?? 0, 256, maxBytes));
+        // Sized for the announced length (a guess without one), within the limit; it grows if a chunked body is longer.
+        var body = new ArrayBufferWriter<byte>((int)Math.Max(1, Math.Min(request.ContentLength ?? 256, Math.Min(maxBytes, 1 << 20))));
         using var stop = cutoff.Register(static r => ((PipeReader)r!).CancelPendingRead(), reader);
         while (true)
         {
