@@ -28,7 +28,11 @@ public sealed class EmbeddedServer : IAsyncDisposable
         var model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions(), cuda);
         try
         {
-            var options = new ServerOptions { Host = "127.0.0.1", HttpPort = FreePort(), GrpcPort = FreePort() };
+            // Warnings only: a log line per request would be measured with the requests and bury the report's output.
+            var options = new ServerOptions
+            {
+                Host = "127.0.0.1", HttpPort = FreePort(), GrpcPort = FreePort(), LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning,
+            };
             var state = new ServerState { State = ServingState.Serving };
             var app = ServerHost.Build(options, model, state);
             try

@@ -19,4 +19,8 @@ foreach (var option in ServeCommand.Options)
     root.Options.Add(option);
 root.SetAction((parseResult, cancellationToken) => ServeCommand.RunAsync(parseResult, cancellationToken));
 
-return await root.Parse(args).InvokeAsync();
+var parsed = root.Parse(args);
+// serve stops on SIGTERM and Ctrl+C through its host, draining for as long as its grace period says;
+// the command line's own handling would end the process two seconds after the signal.
+var serving = parsed.CommandResult.Command == root || parsed.CommandResult.Command == serve;
+return await parsed.InvokeAsync(serving ? new InvocationConfiguration { ProcessTerminationTimeout = null } : null);

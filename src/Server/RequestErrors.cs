@@ -1,4 +1,5 @@
 using InferenceServer.Engine;
+using Microsoft.AspNetCore.Http;
 
 namespace InferenceServer.Server;
 
@@ -46,14 +47,28 @@ public sealed class RequestException(GrpcStatus status, string message) : Except
         _ => "server_error",
     };
 
-    /// <summary>The status for an exception the engine or the input raised.</summary>
-    public static RequestException From(Exception e) => e switch
+    /// <summary>
+    /// The status for a failure the client caused or the server expects (invalid input, overload,
+    /// draining, cancellation, a malformed HTTP body); null for anything else, which is a bug or a
+    /// fault and is answered with <see cref="Internal"/>. Messages of expected failures describe the
+    /// request, so they go to the client; an engine fault's own text does not.
+    /// </summary>
+    public static RequestException? Expected(Exception e) => e switch
     {
         RequestException r => r,
         RequestValidationException => new RequestException(GrpcStatus.InvalidArgument, e.Message),
         EngineOverloadedException => new RequestException(GrpcStatus.ResourceExhausted, e.Message),
-        EngineStoppedException => new RequestException(GrpcStatus.Unavailable, e.Message),
+        EngineStoppedException => new RequestException(GrpcStatus.Unavailable, "the engine has stopped; the server cannot take requests"),
+        BadHttpRequestException bad => new RequestException(bad.StatusCode == StatusCodes.Status408RequestTimeout ? GrpcStatus.DeadlineExceeded : GrpcStatus.InvalidArgument,
+            bad.StatusCode == StatusCodes.Status408RequestTimeout ? "the request body did not arrive in time" : "the request body is malformed or incomplete"),
         OperationCanceledException => new RequestException(GrpcStatus.Cancelled, "the request was cancelled"),
-        _ => new RequestException(GrpcStatus.Internal, "internal error: " + e.Message),
+        _ => null,
     };
+
+    /// <summary>The status for any exception: <see cref="Expected"/>, else a generic internal error.</summary>
+    public static RequestException From(Exception e) => Expected(e) ?? new RequestException(GrpcStatus.Internal, "internal error");
+
+    /// <summary>What a client is told about an unexpected failure: nothing of its cause, only the id to find it in the log.</summary>
+    public static RequestException Internal(string requestId) =>
+        new(GrpcStatus.Internal, $"internal error (request id {requestId})");
 }

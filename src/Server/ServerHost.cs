@@ -6,7 +6,6 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 
 namespace InferenceServer.Server;
@@ -18,7 +17,9 @@ namespace InferenceServer.Server;
 public static class ServerHost
 {
     /// <param name="configuration">Extra configuration for the host, e.g. a "Kestrel" section with certificates and limits.</param>
-    public static WebApplication Build(ServerOptions options, ServedModel model, ServerState state, IConfiguration? configuration = null)
+    /// <param name="logging">Changes to the logging set up from <see cref="ServerOptions.LogLevel"/> (tests add a provider that records).</param>
+    public static WebApplication Build(ServerOptions options, ServedModel model, ServerState state, IConfiguration? configuration = null,
+        Action<ILoggingBuilder>? logging = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         var address = IPAddress.Parse(options.Host);
@@ -27,8 +28,8 @@ public static class ServerHost
             builder.Configuration.AddConfiguration(configuration);
         if (options.Tls)
             builder.WebHost.UseKestrelHttpsConfiguration();
-        builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = options.ShutdownGracePeriod);
+        ServerLogging.Configure(builder.Logging, options.LogLevel);
+        logging?.Invoke(builder.Logging);
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.Limits.MaxRequestBodySize = Math.Max(options.MaxRequestBodyBytes, options.MaxMessageBytes + 5L);
@@ -47,7 +48,8 @@ public static class ServerHost
             });
         });
         var app = builder.Build();
-        var grpc = new GrpcEndpoint(options, model, state);
+        RequestTracking.Use(app, options, state);
+        var grpc = new GrpcEndpoint(options, model, state, app.Services.GetRequiredService<ILoggerFactory>());
         // Route by the port a request came in on: the gRPC port answers only gRPC.
         app.Use(async (context, next) =>
         {
@@ -59,40 +61,4 @@ public static class ServerHost
         OpenAiEndpoints.Map(app, options, model, state);
         return app;
     }
-}
-
-/// <summary>How a server stops.</summary>
-public static class ServerShutdown
-{
-    /// <summary>
-    /// Draining: health turns NOT_SERVING and new calls get UNAVAILABLE / 503 at once, calls in
-    /// flight get <paramref name="grace"/> to finish; then Kestrel closes the connections, which
-    /// cancels whatever still runs (its engine sequences are freed).
-    /// </summary>
-    public static async Task DrainAsync(WebApplication app, ServerState state, TimeSpan grace)
-    {
-        ArgumentNullException.ThrowIfNull(app);
-        ArgumentNullException.ThrowIfNull(state);
-        state.State = ServingState.Draining;
-        using var deadline = new CancellationTokenSource(grace);
-        await app.StopAsync(deadline.Token).ConfigureAwait(false);
-    }
-}
-
-/// <summary>The serving state shared by health checks and both front ends.</summary>
-public sealed class ServerState
-{
-    private volatile ServingState _state = ServingState.Loading;
-
-    public ServingState State
-    {
-        get => _state;
-        set
-        {
-            _state = value;
-            Changed?.Invoke(value);
-        }
-    }
-
-    public event Action<ServingState>? Changed;
 }

@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Logging;
+
 namespace InferenceServer.Server;
 
 /// <summary>How the server listens and what it accepts. Defaults bind to loopback only.</summary>
@@ -35,6 +37,9 @@ public sealed record ServerOptions
     /// <summary>max_tokens when a request gives none.</summary>
     public int DefaultMaxTokens { get; init; } = 16;
 
-    /// <summary>How long a shutdown waits for requests in flight before cancelling them.</summary>
+    /// <summary>How long a shutdown waits for requests in flight before the server ends them.</summary>
     public TimeSpan ShutdownGracePeriod { get; init; } = TimeSpan.FromSeconds(10);
+
+    /// <summary>The least severe log entries written (one line per request at Information).</summary>
+    public LogLevel LogLevel { get; init; } = LogLevel.Information;
 }

@@ -57,6 +57,8 @@ public sealed class CommandLineTests
     [InlineData("tokenize", "--tokenizer", "TOKENIZER", "--jsonl")]
     [InlineData("generate", "--model", "/nonexistent/model", "--prompt-ids", "1")]
     [InlineData("serve", "--device", "gpu")]
+    [InlineData("serve", "--log-level", "loud")]
+    [InlineData("serve", "--shutdown-grace-seconds", "-1")]
     [InlineData("serve", "--device", "cuda", "--model", "/nonexistent/model")]
     [InlineData("build-model", "--input", "TOKENIZER", "--random-config", "x.json", "--output", "/tmp/never")]
     public void Bad_input_gives_one_error_line_and_exit_code_1(params string[] arguments)
@@ -95,9 +97,9 @@ public sealed class CommandLineTests
         Assert.Equal(1, tooLong.ExitCode);
         Assert.Contains("context length", tooLong.Error, StringComparison.Ordinal);
 
-        var port = FreePort();
+        var port = Cli.FreePort();
         using var server = Cli.Start(["--model", model, "--http-port", port.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "--grpc-port", FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture), "--max-batch", "1"]);
+            "--grpc-port", Cli.FreePort().ToString(System.Globalization.CultureInfo.InvariantCulture), "--max-batch", "1"]);
         try
         {
             using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
@@ -138,7 +140,7 @@ public sealed class CommandLineTests
         using var temp = new TempFolder();
         var model = temp.Combine("llama");
         Assert.Equal(0, Cli.Run(null, "build-model", "--input", TestPaths.Oracle("llama"), "--output", model).ExitCode);
-        int filePort = FreePort(), grpcPort = FreePort(), commandLinePort = FreePort();
+        int filePort = Cli.FreePort(), grpcPort = Cli.FreePort(), commandLinePort = Cli.FreePort();
         await File.WriteAllTextAsync(temp.Combine("appsettings.json"), JsonSerializer.Serialize(new
         {
             InferenceServer = new { Model = model, HttpPort = filePort, GrpcPort = grpcPort, ApiKeys = new[] { "from-file" }, MaxBatch = 1 },
@@ -149,7 +151,7 @@ public sealed class CommandLineTests
         try
         {
             using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{commandLinePort}"), Timeout = TimeSpan.FromSeconds(5) };
-            Assert.True(await WaitForHealthAsync(client, server), "the server did not answer on the command line's port");
+            Assert.True(await Cli.WaitForHealthAsync(client, server), "the server did not answer on the command line's port");
 
             // The key from the environment replaces the file's list.
             Assert.Equal(HttpStatusCode.OK, await ModelsStatusAsync(client, "from-env"));
@@ -188,36 +190,11 @@ public sealed class CommandLineTests
         Assert.Contains("INFERENCESERVER_MAX_BATCH", error, StringComparison.Ordinal);
     }
 
-    private static async Task<bool> WaitForHealthAsync(HttpClient client, System.Diagnostics.Process server)
-    {
-        for (var attempt = 0; attempt < 150 && !server.HasExited; attempt++)
-        {
-            try
-            {
-                using var response = await client.GetAsync(new Uri("/health", UriKind.Relative));
-                if (response.StatusCode == HttpStatusCode.OK)
-                    return true;
-            }
-            catch (HttpRequestException)
-            {
-            }
-            await Task.Delay(200);
-        }
-        return false;
-    }
-
     private static async Task<HttpStatusCode> ModelsStatusAsync(HttpClient client, string key)
     {
         using var request = new HttpRequestMessage(HttpMethod.Get, "/v1/models");
         request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", key);
         using var response = await client.SendAsync(request);
         return response.StatusCode;
-    }
-
-    private static int FreePort()
-    {
-        using var listener = new TcpListener(IPAddress.Loopback, 0);
-        listener.Start();
-        return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 }

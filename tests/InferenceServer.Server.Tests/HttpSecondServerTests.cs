@@ -14,7 +14,7 @@ public sealed class HttpSecondServerTests(ServerFixture fixture)
     private string CompletionBody => $"{{\"model\": \"{fixture.Model.Name}\", \"prompt\": \"hi\", \"max_tokens\": 2}}";
 
     [Fact]
-    public async Task Api_keys_are_required_on_every_endpoint_but_health()
+    public async Task Api_keys_are_required_on_every_endpoint_but_health_and_metrics()
     {
         var state = new ServerState { State = ServingState.Serving };
         await using var server = await SecondServer.StartAsync(SecondServer.OptionsLike(fixture.Options) with { ApiKeys = ["secret", "other"] }, fixture.Model, state);
@@ -42,6 +42,11 @@ public sealed class HttpSecondServerTests(ServerFixture fixture)
 
         using (var health = await client.GetAsync("/health"))
             Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+        // Prometheus scrapes without a key.
+        using (var metrics = await client.GetAsync("/metrics"))
+            Assert.Equal(HttpStatusCode.OK, metrics.StatusCode);
+        using (var engine = await client.GetAsync("/admin/engine"))
+            await HttpTest.AssertErrorAsync(engine, HttpStatusCode.Unauthorized, "invalid_api_key");
 
         foreach (var key in new[] { "secret", "other" })
         {

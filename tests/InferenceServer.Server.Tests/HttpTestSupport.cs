@@ -5,6 +5,7 @@ using InferenceServer.Engine;
 using InferenceServer.Model;
 using InferenceServer.Tokenizer.Model;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.Logging;
 
 namespace InferenceServer.Server.Tests;
 
@@ -106,10 +107,11 @@ internal sealed class SecondServer : IAsyncDisposable
 
     /// <param name="configuration">Host configuration (e.g. Kestrel certificates).</param>
     /// <param name="handler">The handler the HTTP client uses (e.g. one that trusts a test certificate).</param>
+    /// <param name="logs">Where the server's log entries go (besides the console, at the options' level).</param>
     public static async Task<SecondServer> StartAsync(ServerOptions options, ServedModel model, ServerState state,
-        Microsoft.Extensions.Configuration.IConfiguration? configuration = null, HttpMessageHandler? handler = null)
+        Microsoft.Extensions.Configuration.IConfiguration? configuration = null, HttpMessageHandler? handler = null, LogCapture? logs = null)
     {
-        var app = ServerHost.Build(options, model, state, configuration);
+        var app = ServerHost.Build(options, model, state, configuration, logs is null ? null : logging => logging.AddProvider(logs));
         await app.StartAsync();
         return new SecondServer(app, options, handler);
     }
@@ -192,14 +194,14 @@ internal sealed class SlowServer : IAsyncDisposable
 
     /// <param name="slots">Sequences running at once.</param>
     /// <param name="maxWaiting">Requests that may wait; past that, 429.</param>
-    public static async Task<SlowServer> StartAsync(ServerFixture fixture, int slots, int maxWaiting)
+    public static async Task<SlowServer> StartAsync(ServerFixture fixture, int slots, int maxWaiting, LogCapture? logs = null)
     {
         var decoder = new SlowDecoder(slots, fixture.Model.ContextLength, ServerFixture.VocabSize, 'a', TimeSpan.FromMilliseconds(10));
         var engine = new InferenceEngine(decoder, fixture.Model.Tokenizer,
             new EngineOptions { MaxWaitingRequests = maxWaiting, EosTokenIds = [ServerFixture.EndOfText] });
         var model = new ServedModel("slow", fixture.Model.Folder, fixture.Model.Tokenizer, engine, slots);
         var state = new ServerState { State = ServingState.Serving };
-        var server = await SecondServer.StartAsync(SecondServer.OptionsLike(fixture.Options), model, state);
+        var server = await SecondServer.StartAsync(SecondServer.OptionsLike(fixture.Options), model, state, logs: logs);
         return new SlowServer(server, model, decoder, state);
     }
 

@@ -49,7 +49,12 @@ public sealed class ServerFixture : IAsyncLifetime
         using (var weights = new ModelBuilder.Checkpoint.RandomWeights(seed: 3, standardDeviation: 0.1f))
             DecoderModelBuilder.Build(config, weights, modelPath, new BuildOptions(), tokenizerFolder);
 
-        Options = new ServerOptions { HttpPort = FreePort(), GrpcPort = FreePort(), MaxRequestBodyBytes = 1 << 20, MaxMessageBytes = 1 << 20 };
+        // Warnings and errors only on the console: the request lines of every test would bury them.
+        Options = new ServerOptions
+        {
+            HttpPort = FreePort(), GrpcPort = FreePort(), MaxRequestBodyBytes = 1 << 20, MaxMessageBytes = 1 << 20,
+            LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning,
+        };
         Model = ServedModel.Load(modelPath, maxBatch: 8, contextLength: 512, intraOpThreads: 1, new EngineOptions { MaxWaitingRequests = 64 });
         _app = ServerHost.Build(Options, Model, State);
         await _app.StartAsync();

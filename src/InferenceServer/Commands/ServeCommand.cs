@@ -3,6 +3,7 @@ using InferenceServer.Engine;
 using InferenceServer.Model;
 using InferenceServer.Server;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Logging;
 
 namespace InferenceServer.Commands;
 
@@ -10,10 +11,10 @@ namespace InferenceServer.Commands;
 /// serve: loads the model, then answers gRPC and OpenAI-style HTTP on two ports (loopback by
 /// default). Every setting comes from the command line, else the environment, else the
 /// configuration file (appsettings.json), else its default; see <see cref="Setting{T}"/>.
-/// On SIGTERM or Ctrl+C the server stops taking requests, lets those in flight finish within the
-/// grace period, cancels the rest and exits.
+/// On SIGTERM or Ctrl+C the server refuses new requests (while still listening), lets those in
+/// flight finish within the grace period, ends the rest with an error and exits.
 /// </summary>
-internal static class ServeCommand
+internal static partial class ServeCommand
 {
     private static readonly Setting<string> Model = new("model", "Model folder (genai_config.json, tokenizer.json, model.onnx).", ModelOption.DefaultPath, "-m");
     private static readonly Setting<string> Host = new("host", "Address to bind (both ports).", "127.0.0.1");
@@ -33,12 +34,15 @@ internal static class ServeCommand
     private static readonly Setting<int> MaxStopBytes = new("max-stop-bytes", "Longest stop string, in UTF-8 bytes.", new RequestLimits().MaxStopStringBytes);
     private static readonly Setting<int> MaxPriority = new("max-priority",
         $"Highest priority a request may ask for, 0..{RequestLimits.PriorityCeiling} (higher runs first; requests may ask for {RequestLimits.MinPriority} up to this; 0: clients can only lower theirs).", 0);
+    private static readonly Setting<string> LogLevelSetting = new("log-level",
+        $"Least severe log entries written ({string.Join(", ", ServerLogging.LevelNames)}); information logs one line per request.", "information");
 
     public static IEnumerable<Option> Options =>
     [
         ConfigurationFile.Option, Model.Option, Device.Option, Host.Option, HttpPort.Option, GrpcPort.Option, Tls.Option, MaxBatch.Option,
         ContextLength.Option, KvCacheBytes.Option, MaxWaiting.Option, Threads.Option, ApiKeys.Option, MaxMessageBytes.Option, GraceSeconds.Option,
         MaxStopStrings.Option, MaxStopBytes.Option, MaxPriority.Option,
+        LogLevelSetting.Option,
     ];
 
     public static Command Create()
@@ -58,13 +62,20 @@ internal static class ServeCommand
         int maxBatch, contextLength, threads;
         bool cuda;
         EngineOptions engine;
+        LogLevel logLevel;
         try
         {
             file = ConfigurationFile.Load(parseResult);
+            var levelName = LogLevelSetting.Resolve(parseResult, file);
+            logLevel = ServerLogging.Parse(levelName)
+                ?? throw new SettingException($"log level '{levelName}' is not one of {string.Join(", ", ServerLogging.LevelNames)}");
             var host = Host.Resolve(parseResult, file);
             if (!System.Net.IPAddress.TryParse(host, out _))
                 throw new SettingException($"host '{host}' is not an IP address");
             var maxMessageBytes = MaxMessageBytes.Resolve(parseResult, file);
+            var graceSeconds = GraceSeconds.Resolve(parseResult, file);
+            if (graceSeconds < 0)
+                throw new SettingException($"shutdown-grace-seconds is {graceSeconds}; it cannot be negative");
             options = new ServerOptions
             {
                 Host = host,
@@ -74,9 +85,12 @@ internal static class ServeCommand
                 ApiKeys = ApiKeys.Resolve(parseResult, file),
                 MaxMessageBytes = maxMessageBytes,
                 MaxRequestBodyBytes = maxMessageBytes,
-                ShutdownGracePeriod = TimeSpan.FromSeconds(GraceSeconds.Resolve(parseResult, file)),
+                ShutdownGracePeriod = TimeSpan.FromSeconds(graceSeconds),
+                LogLevel = logLevel,
                 Limits = ResolveLimits(parseResult, file),
             };
+            if (options.HttpPort == options.GrpcPort)
+                throw new SettingException($"the HTTP and gRPC ports are both {options.HttpPort}; they must differ");
             modelPath = Model.Resolve(parseResult, file);
             cuda = Device.Resolve(parseResult, file) switch
             {
@@ -94,7 +108,11 @@ internal static class ServeCommand
             Console.Error.WriteLine($"error: {e.Message}");
             return 1;
         }
+        using var loggers = LoggerFactory.Create(logging => ServerLogging.Configure(logging, logLevel));
+        var log = loggers.CreateLogger("InferenceServer.Serve");
         ServedModel model;
+        var loading = System.Diagnostics.Stopwatch.StartNew();
+        LoadingModel(log, modelPath, cuda ? "cuda" : "cpu");
         try
         {
             model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, engine, cuda);
@@ -105,17 +123,26 @@ internal static class ServeCommand
             Console.Error.WriteLine("Pass --model DIR, or build a model folder with 'build-model'.");
             return 1;
         }
+        ModelLoaded(log, model.Name, loading.Elapsed.TotalSeconds, model.MaxBatch, model.ContextLength);
         await using (model)
         {
             var state = new ServerState();
             var app = ServerHost.Build(options, model, state, file);
             await using (app)
             {
-                await app.StartAsync(cancellationToken);
+                try
+                {
+                    await app.StartAsync(cancellationToken);
+                }
+                catch (IOException e)
+                {
+                    Console.Error.WriteLine($"error: {ListenFailure(options, e)}");
+                    return 1;
+                }
                 state.State = ServingState.Serving;
                 var scheme = options.Tls ? "https" : "http";
-                Console.WriteLine($"serving {model.Name}: gRPC on {scheme}://{options.Host}:{options.GrpcPort}, HTTP on {scheme}://{options.Host}:{options.HttpPort} ({model.MaxBatch} slots x {model.ContextLength} tokens)");
-                // SIGTERM and Ctrl+C reach us through the command line's token or the host's own lifetime, whichever sees them.
+                Listening(log, model.Name, $"{scheme}://{options.Host}:{options.GrpcPort}", $"{scheme}://{options.Host}:{options.HttpPort}");
+                // SIGTERM and Ctrl+C reach us through the host's lifetime (Program turns off the command line's own handling).
                 using var stopping = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, app.Lifetime.ApplicationStopping);
                 try
                 {
@@ -125,6 +152,7 @@ internal static class ServeCommand
                 {
                 }
                 await ServerShutdown.DrainAsync(app, state, options.ShutdownGracePeriod);
+                Stopped(log);
             }
         }
         return 0;
@@ -143,4 +171,26 @@ internal static class ServeCommand
             throw new SettingException($"max-priority is {priority}; it must be between 0 and {RequestLimits.PriorityCeiling}");
         return new RequestLimits { MaxStopStrings = stopStrings, MaxStopStringBytes = stopBytes, MaxPriority = priority };
     }
+
+    /// <summary>One line for a port that cannot be listened on (the usual cause: another program has it).</summary>
+    private static string ListenFailure(ServerOptions options, IOException e)
+    {
+        var port = e.Message.Contains($":{options.GrpcPort}", StringComparison.Ordinal) ? options.GrpcPort : options.HttpPort;
+        var (protocol, option) = port == options.GrpcPort ? ("gRPC", "--grpc-port") : ("HTTP", "--http-port");
+        if (e.InnerException is Microsoft.AspNetCore.Connections.AddressInUseException)
+            return $"port {port} is already in use ({protocol}); choose another with {option}";
+        return $"cannot listen on {options.Host}:{port} ({protocol}): {e.InnerException?.Message ?? e.Message}";
+    }
+
+    [LoggerMessage(EventId = 20, Level = LogLevel.Information, Message = "loading the model in {Path} on the {Device}")]
+    private static partial void LoadingModel(ILogger logger, string path, string device);
+
+    [LoggerMessage(EventId = 21, Level = LogLevel.Information, Message = "loaded {Model} in {Seconds:F1} s: {Slots} slots x {Context} tokens")]
+    private static partial void ModelLoaded(ILogger logger, string model, double seconds, int slots, int context);
+
+    [LoggerMessage(EventId = 22, Level = LogLevel.Information, Message = "serving {Model}: gRPC on {Grpc}, HTTP on {Http}")]
+    private static partial void Listening(ILogger logger, string model, string grpc, string http);
+
+    [LoggerMessage(EventId = 23, Level = LogLevel.Information, Message = "stopped")]
+    private static partial void Stopped(ILogger logger);
 }

@@ -6,6 +6,7 @@ using InferenceServer.Protocol;
 using InferenceServer.Protocol.Health;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
+using Microsoft.Extensions.Logging;
 
 namespace InferenceServer.Server.Grpc;
 
@@ -15,7 +16,8 @@ namespace InferenceServer.Server.Grpc;
 /// and writes length-prefixed messages through the request and response pipes, and ends every
 /// call with grpc-status and grpc-message (in trailers, or as a trailers-only response when the
 /// call fails before any message was sent). A client that resets the stream or disconnects
-/// cancels the call, and with it the generation.
+/// cancels the call, and with it the generation; so does the end of a shutdown's grace period,
+/// which the client sees as UNAVAILABLE. The health service needs no API key (probes carry none).
 /// </summary>
 internal sealed class GrpcEndpoint
 {
@@ -25,13 +27,17 @@ internal sealed class GrpcEndpoint
     private readonly ServerOptions _options;
     private readonly ServedModel _model;
     private readonly ServerState _state;
+    private readonly ApiKeys _keys;
+    private readonly ILogger _logger;
     private readonly Dictionary<string, Func<CallContext, Task>> _methods;
 
-    public GrpcEndpoint(ServerOptions options, ServedModel model, ServerState state)
+    public GrpcEndpoint(ServerOptions options, ServedModel model, ServerState state, ILoggerFactory loggers)
     {
         _options = options;
         _model = model;
         _state = state;
+        _keys = new ApiKeys(options.ApiKeys);
+        _logger = loggers.CreateLogger(typeof(GrpcEndpoint).FullName!);
         _methods = new Dictionary<string, Func<CallContext, Task>>(StringComparer.Ordinal)
         {
             [$"/{InferenceService}/Generate"] = GenerateAsync,
@@ -60,7 +66,7 @@ internal sealed class GrpcEndpoint
         }
 
         using var deadline = new CancellationTokenSource();
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, deadline.Token);
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted, deadline.Token, _state.Cutoff);
         var call = new CallContext(http, linked.Token, _options.MaxMessageBytes);
         http.Response.ContentType = "application/grpc";
         try
@@ -73,9 +79,10 @@ internal sealed class GrpcEndpoint
                 deadline.CancelAfter(timeout);
             if (!_methods.TryGetValue(request.Path.Value ?? "", out var handler))
                 throw new RequestException(GrpcStatus.Unimplemented, $"unknown method {request.Path}");
-            if (_options.ApiKeys.Count > 0 && !IsAuthorized(request))
+            var health = (request.Path.Value ?? "").StartsWith($"/{HealthService}/", StringComparison.Ordinal);
+            if (!health && _keys.Required && !_keys.Accepts(request.Headers.Authorization.ToString()))
                 throw new RequestException(GrpcStatus.Unauthenticated, "a valid API key is required in the authorization metadata (Bearer <key>)");
-            if (_state.State != ServingState.Serving && !(request.Path.Value ?? "").StartsWith($"/{HealthService}/", StringComparison.Ordinal))
+            if (_state.State != ServingState.Serving && !health)
                 throw new RequestException(GrpcStatus.Unavailable, _state.State == ServingState.Loading ? "the model is still loading" : "the server is shutting down");
 
             await handler(call).ConfigureAwait(false);
@@ -83,27 +90,22 @@ internal sealed class GrpcEndpoint
         }
         catch (Exception e) when (e is not null)
         {
-            var failure = deadline.IsCancellationRequested && !http.RequestAborted.IsCancellationRequested
-                ? new RequestException(GrpcStatus.DeadlineExceeded, "the deadline passed")
-                : RequestException.From(e);
-            if (!http.RequestAborted.IsCancellationRequested)
-                Finish(call, failure.Status, failure.Message);
+            if (http.RequestAborted.IsCancellationRequested)
+            {
+                if (RequestRecord.Of(http) is { } record)
+                    record.GrpcStatus = GrpcStatus.Cancelled;
+                return;
+            }
+            var failure = CallFailures.Classify(e, http, _state, _logger, deadline.IsCancellationRequested);
+            Finish(call, failure.Status, failure.Message);
         }
-    }
-
-    private bool IsAuthorized(HttpRequest request)
-    {
-        var header = request.Headers.Authorization.ToString();
-        const string prefix = "Bearer ";
-        if (!header.StartsWith(prefix, StringComparison.OrdinalIgnoreCase))
-            return false;
-        var key = header[prefix.Length..].Trim();
-        return _options.ApiKeys.Contains(key, StringComparer.Ordinal);
     }
 
     // Trailers after a response body; a trailers-only response (status in the headers) before one.
     private static void Finish(CallContext call, GrpcStatus status, string? message)
     {
+        if (RequestRecord.Of(call.Http) is { } record)
+            record.GrpcStatus = status;
         var response = call.Http.Response;
         if (!response.HasStarted)
         {
@@ -122,6 +124,7 @@ internal sealed class GrpcEndpoint
         var request = await call.ReadSingleAsync(GenerateRequest.Parser).ConfigureAwait(false);
         var output = Submit(request, call.Cancellation);
         var result = await output.CollectAsync(call.Cancellation).ConfigureAwait(false);
+        RequestRecord.SetUsage(call.Http, result.Usage);
         var response = new GenerateResponse
         {
             Text = result.Text,
@@ -151,6 +154,7 @@ internal sealed class GrpcEndpoint
                 AddLogprobs(delta, e.Logprobs);
             if (e.IsFinal)
             {
+                RequestRecord.SetUsage(call.Http, e.Usage!.Value);
                 delta.FinishReason = Map(e.FinishReason!.Value);
                 delta.Usage = Map(e.Usage!.Value);
             }

@@ -3,6 +3,7 @@ using System.Buffers.Binary;
 using System.IO.Pipelines;
 using System.Text;
 using Google.Protobuf;
+using Google.Protobuf.Reflection;
 
 namespace InferenceServer.Server.Grpc;
 
@@ -32,15 +33,20 @@ public static class GrpcFraming
             var buffer = result.Buffer;
             if (TryReadFrame(ref buffer, maxBytes, out var payload))
             {
+                if (Utf8Fields.FindInvalid(Descriptor(parser), payload) is { } field)
+                {
+                    reader.AdvanceTo(buffer.Start);
+                    throw new RequestException(GrpcStatus.InvalidArgument, $"{field} is not valid UTF-8");
+                }
                 T message;
                 try
                 {
                     message = parser.ParseFrom(payload);
                 }
-                catch (InvalidProtocolBufferException e)
+                catch (InvalidProtocolBufferException)
                 {
                     reader.AdvanceTo(buffer.Start);
-                    throw new RequestException(GrpcStatus.Internal, $"the request message is not a valid {typeof(T).Name}: {e.Message}");
+                    throw new RequestException(GrpcStatus.Internal, $"the request message is not a valid {typeof(T).Name} (malformed protobuf)");
                 }
                 reader.AdvanceTo(buffer.Start);
                 return message;
@@ -55,6 +61,15 @@ public static class GrpcFraming
             }
             reader.AdvanceTo(buffer.Start, buffer.End);
         }
+    }
+
+    private static MessageDescriptor Descriptor<T>(MessageParser<T> parser) where T : IMessage<T> =>
+        Descriptors<T>.Value ??= parser.ParseFrom(ReadOnlySpan<byte>.Empty).Descriptor;
+
+    /// <summary>One message type's descriptor, found once.</summary>
+    private static class Descriptors<T>
+    {
+        public static MessageDescriptor? Value;
     }
 
     /// <summary>Takes one whole frame off the front of <paramref name="buffer"/>, if it is all there.</summary>
@@ -123,11 +138,21 @@ public static class GrpcFraming
         return builder.ToString();
     }
 
+    /// <summary>The longest delay a timer can wait (CancelAfter refuses more): about 49.7 days.</summary>
+    public static readonly TimeSpan MaxTimeout = TimeSpan.FromMilliseconds(uint.MaxValue - 1.0);
+
     /// <summary>
-    /// grpc-timeout: up to 8 digits and a unit (H, M, S, m, u, n). Null when absent; a malformed
-    /// value is refused.
+    /// grpc-timeout: up to 8 digits and a unit (H, M, S, m, u, n). Null when absent, and when longer
+    /// than <see cref="MaxTimeout"/> (up to 99999999 hours is valid; a deadline that far away is no
+    /// deadline). A value outside that grammar is refused with INVALID_ARGUMENT.
     /// </summary>
     public static TimeSpan? ParseTimeout(string? value)
+    {
+        var timeout = ParseTimeoutValue(value);
+        return timeout > MaxTimeout ? null : timeout;
+    }
+
+    private static TimeSpan? ParseTimeoutValue(string? value)
     {
         if (string.IsNullOrEmpty(value))
             return null;

@@ -6,17 +6,20 @@ using Microsoft.AspNetCore.Http;
 namespace InferenceServer.Server.Http;
 
 /// <summary>POST /v1/completions: OpenAI's legacy completions, whole or as server-sent events.</summary>
-internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel model)
+internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel model, ServerState state)
 {
     public async Task HandleAsync(HttpContext context)
     {
-        var body = await HttpApi.ReadJsonAsync(context, OpenAiJsonContext.Default.CompletionRequest, options.MaxRequestBodyBytes).ConfigureAwait(false);
+        // The client leaving or the shutdown's cutoff ends the generation; the output is still read
+        // (with the client's token only), so a cutoff ends the response with an error, not a reset.
+        using var generation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, state.Cutoff);
+        var body = await HttpApi.ReadJsonAsync(context, OpenAiJsonContext.Default.CompletionRequest, options.MaxRequestBodyBytes, state.Cutoff).ConfigureAwait(false);
         var id = "cmpl-" + Guid.NewGuid().ToString("N");
         var request = Prepare(body, id, out var logprobs);
         GenerationOutput output;
         try
         {
-            output = model.Engine.Submit(request, context.RequestAborted);
+            output = model.Engine.Submit(request, generation.Token);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -94,8 +97,9 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
         {
             return; // the client left; leaving the output unread cancelled the generation
         }
+        RequestRecord.SetUsage(context, result.Usage);
         if (result.FinishReason == FinishReason.Cancelled)
-            throw Interrupted();
+            throw HttpApiException.ShuttingDown();
         var response = new CompletionResponse
         {
             Id = id,
@@ -142,9 +146,10 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
                 }
                 if (!e.IsFinal)
                     continue;
+                RequestRecord.SetUsage(context, e.Usage!.Value);
                 if (e.FinishReason == FinishReason.Cancelled)
                 {
-                    await HttpApi.WriteEventAsync(context, writer, HttpApi.ErrorBody(Interrupted()), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
+                    await HttpApi.WriteEventAsync(context, writer, HttpApi.ErrorBody(HttpApiException.ShuttingDown()), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
                     break;
                 }
                 var last = Chunk(id, created, new CompletionChoice { Text = "", FinishReason = FinishName(e.FinishReason!.Value) });
@@ -167,8 +172,6 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
     private CompletionResponse Chunk(string id, long created, CompletionChoice choice) =>
         new() { Id = id, Created = created, Model = model.Name, Choices = [choice] };
 
-    private static HttpApiException Interrupted() =>
-        new(503, "service_unavailable", "the generation was cancelled by the server (it is shutting down)", code: "service_unavailable");
 
     private static string FinishName(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
 

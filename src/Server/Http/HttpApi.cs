@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.IO.Pipelines;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
@@ -17,6 +18,9 @@ internal sealed class HttpApiException(int status, string type, string message, 
 
     public static HttpApiException BadRequest(string message, string? param = null, string? code = null) =>
         new(400, "invalid_request_error", message, param, code);
+
+    /// <summary>A call the server ended because it is shutting down (the grace period is over).</summary>
+    public static HttpApiException ShuttingDown() => From(CallFailures.ShuttingDown());
 
     /// <summary>The HTTP form of an engine or validation failure (status and type from <see cref="RequestException"/>).</summary>
     public static HttpApiException From(Exception e)
@@ -63,9 +67,12 @@ internal static class HttpApi
 
     /// <summary>
     /// The body as <typeparamref name="T"/>: 415 unless it is JSON, 413 past <paramref name="maxBytes"/>
-    /// (announced or actual), 400 when it does not parse or has a wrongly typed field.
+    /// (announced or actual), 400 when it does not parse or has a wrongly typed field, or when the
+    /// body itself is malformed (shorter than its Content-Length, a bad chunk), 408 when it does not
+    /// arrive in time (Kestrel's minimum request body data rate). <paramref name="cutoff"/> (the
+    /// shutdown's) stops a read that waits for a body still on its way.
     /// </summary>
-    public static async Task<T> ReadJsonAsync<T>(HttpContext context, JsonTypeInfo<T> type, long maxBytes)
+    public static async Task<T> ReadJsonAsync<T>(HttpContext context, JsonTypeInfo<T> type, long maxBytes, CancellationToken cutoff)
         where T : class
     {
         var request = context.Request;
@@ -82,17 +89,66 @@ internal static class HttpApi
         T? value;
         try
         {
-            value = await JsonSerializer.DeserializeAsync(request.Body, type, context.RequestAborted).ConfigureAwait(false);
+            var body = await ReadBodyAsync(request, maxBytes, cutoff, context.RequestAborted).ConfigureAwait(false);
+            value = JsonSerializer.Deserialize(body.WrittenSpan, type);
         }
         catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
             throw TooLarge(maxBytes);
         }
+        catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status408RequestTimeout)
+        {
+            throw new HttpApiException(408, "invalid_request_error", "the request body did not arrive in time", code: "request_timeout");
+        }
+        catch (BadHttpRequestException e)
+        {
+            // Kestrel's message names what was wrong with the framing ("Unexpected end of request content.", "Bad chunk size data.").
+            throw HttpApiException.BadRequest("the request body is malformed or incomplete: " + e.Message, code: "invalid_body");
+        }
         catch (JsonException e)
         {
-            throw HttpApiException.BadRequest("the body is not valid JSON for this endpoint: " + e.Message, code: "invalid_json");
+            throw HttpApiException.BadRequest("the body is not valid JSON for this endpoint: " + e.Message, FieldOf(e.Path), "invalid_json");
         }
         return value ?? throw HttpApiException.BadRequest("the body must be a JSON object, got null", code: "invalid_json");
+    }
+
+    /// <summary>
+    /// The whole body, read from the request pipe. The shutdown's cutoff cancels the pending read
+    /// rather than the read's token: what was read is still consumed, so Kestrel's body reader stays
+    /// in a state it can drain and close cleanly.
+    /// </summary>
+    private static async Task<ArrayBufferWriter<byte>> ReadBodyAsync(HttpRequest request, long maxBytes, CancellationToken cutoff, CancellationToken aborted)
+    {
+        var reader = request.BodyReader;
+        // Sized for the announced length (a guess without one), within the limit; it grows if a chunked body is longer.
+        var body = new ArrayBufferWriter<byte>((int)Math.Max(1, Math.Min(request.ContentLength ?? 256, Math.Min(maxBytes, 1 << 20))));
+        using var stop = cutoff.Register(static r => ((PipeReader)r!).CancelPendingRead(), reader);
+        while (true)
+        {
+            var result = await reader.ReadAsync(aborted).ConfigureAwait(false);
+            foreach (var segment in result.Buffer)
+                body.Write(segment.Span);
+            reader.AdvanceTo(result.Buffer.End);
+            if (body.WrittenCount > maxBytes)
+                throw TooLarge(maxBytes);
+            if (result.IsCanceled)
+            {
+                // The rest of the body will not be read and the server is going away: the connection is not to be reused.
+                request.HttpContext.Response.Headers.Connection = "close";
+                throw new OperationCanceledException("the server is shutting down", cutoff);
+            }
+            if (result.IsCompleted)
+                return body;
+        }
+    }
+
+    /// <summary>The top-level field a JSON path ("$.suffix", "$.input_extra[0].text") is in, for OpenAI's param.</summary>
+    private static string? FieldOf(string? path)
+    {
+        if (path is null || !path.StartsWith("$.", StringComparison.Ordinal) || path.Length == 2)
+            return null;
+        var end = path.AsSpan(2).IndexOfAny('.', '[');
+        return end < 0 ? path[2..] : path.Substring(2, end);
     }
 
     private static HttpApiException TooLarge(long maxBytes) =>

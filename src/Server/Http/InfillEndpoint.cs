@@ -23,11 +23,13 @@ namespace InferenceServer.Server.Http;
 /// of -1 (or none) is random. Streaming sends data: {index, content, tokens, stop: false} events and
 /// a last data: event with the final result (content "", stop: true); llama.cpp sends no [DONE].
 /// </summary>
-internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
+internal sealed class InfillEndpoint(ServerOptions options, ServedModel model, ServerState state)
 {
     public async Task HandleAsync(HttpContext context)
     {
-        var body = await HttpApi.ReadJsonAsync(context, OpenAiJsonContext.Default.InfillRequest, options.MaxRequestBodyBytes).ConfigureAwait(false);
+        // As in CompletionsEndpoint: the client leaving or the shutdown's cutoff ends the generation.
+        using var generation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, state.Cutoff);
+        var body = await HttpApi.ReadJsonAsync(context, OpenAiJsonContext.Default.InfillRequest, options.MaxRequestBodyBytes, state.Cutoff).ConfigureAwait(false);
         var (request, truncated) = Prepare(body);
         if (body.NPredict == 0)
         {
@@ -40,7 +42,7 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
         GenerationOutput output;
         try
         {
-            output = model.Engine.Submit(request, context.RequestAborted);
+            output = model.Engine.Submit(request, generation.Token);
         }
         catch (Exception e) when (e is not OperationCanceledException)
         {
@@ -154,8 +156,9 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
         {
             return;
         }
+        RequestRecord.SetUsage(context, result.Usage);
         if (result.FinishReason == FinishReason.Cancelled)
-            throw Interrupted();
+            throw HttpApiException.ShuttingDown();
         var final = Result(result.Text, result.TokenIds, StopType(result.FinishReason, result.MatchedStop), result.MatchedStop ?? "",
             truncated, result.Usage.PromptTokens, result.Usage, Stopwatch.GetElapsedTime(started));
         await HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, final, OpenAiJsonContext.Default.InfillResult).ConfigureAwait(false);
@@ -177,9 +180,10 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
                 }
                 if (!e.IsFinal)
                     continue;
+                RequestRecord.SetUsage(context, e.Usage!.Value);
                 if (e.FinishReason == FinishReason.Cancelled)
                 {
-                    await HttpApi.WriteEventAsync(context, writer, HttpApi.ErrorBody(Interrupted()), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
+                    await HttpApi.WriteEventAsync(context, writer, HttpApi.ErrorBody(HttpApiException.ShuttingDown()), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
                     break;
                 }
                 var usage = e.Usage!.Value;
@@ -247,6 +251,4 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model)
         _ => "none",
     };
 
-    private static HttpApiException Interrupted() =>
-        new(503, "service_unavailable", "the generation was cancelled by the server (it is shutting down)", code: "service_unavailable");
 }

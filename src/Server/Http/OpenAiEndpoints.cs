@@ -1,5 +1,3 @@
-using System.Security.Cryptography;
-using System.Text;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -13,16 +11,16 @@ namespace InferenceServer.Server.Http;
 /// Prometheus' /metrics.
 /// Every failure answers with OpenAI's error body {"error": {"message", "type", "param", "code"}};
 /// that includes unknown routes (404), wrong methods (405), a missing or wrong API key (401, every
-/// path but /health) and any request while the server is not serving (503).
+/// path but /health and /metrics) and any request while the server is not serving (503).
 /// </summary>
 public static class OpenAiEndpoints
 {
     public const string HealthPath = "/health";
 
-    /// <summary>The engine's counts for operators and tests (behind the API key like everything but /health).</summary>
+    /// <summary>The engine's counts for operators and tests (behind the API key like everything but /health and /metrics).</summary>
     public const string EnginePath = "/admin/engine";
 
-    /// <summary>The engine's instruments in Prometheus' text format (behind the API key too).</summary>
+    /// <summary>The engine's instruments in Prometheus' text format (open without the key, like /health, for scrapers).</summary>
     public const string MetricsPath = "/metrics";
 
     public static void Map(WebApplication app, ServerOptions options, ServedModel model, ServerState state)
@@ -32,7 +30,7 @@ public static class OpenAiEndpoints
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(state);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(OpenAiEndpoints).FullName!);
-        var keys = options.ApiKeys.Select(k => Encoding.UTF8.GetBytes(k)).ToArray();
+        var keys = new ApiKeys(options.ApiKeys);
         var created = HttpApi.Now();
 
         // Runs after routing chose an endpoint and before it executes (WebApplication adds both around this).
@@ -40,7 +38,8 @@ public static class OpenAiEndpoints
         {
             var path = context.Request.Path;
             var isHealth = path.Equals(HealthPath, StringComparison.OrdinalIgnoreCase);
-            if (!isHealth && keys.Length > 0 && !Authorized(context.Request, keys))
+            var open = isHealth || path.Equals(MetricsPath, StringComparison.OrdinalIgnoreCase);
+            if (!open && keys.Required && !keys.Accepts(context.Request.Headers.Authorization.ToString()))
             {
                 await HttpApi.WriteErrorAsync(context, new HttpApiException(401, "authentication_error",
                     "a valid API key is required: send it as 'Authorization: Bearer <key>'", code: "invalid_api_key")).ConfigureAwait(false);
@@ -66,27 +65,28 @@ public static class OpenAiEndpoints
             }
         });
 
-        var completions = new CompletionsEndpoint(options, model);
-        var infill = new InfillEndpoint(options, model);
-        app.MapPost("/v1/completions", Guarded(completions.HandleAsync, logger));
-        app.MapPost("/infill", Guarded(infill.HandleAsync, logger));
-        app.MapGet("/v1/models", Guarded(context => HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK,
-            new ModelList { Data = [Card(model, created)] }, OpenAiJsonContext.Default.ModelList), logger));
-        app.MapGet("/v1/models/{**id}", Guarded(context =>
+        var completions = new CompletionsEndpoint(options, model, state);
+        var infill = new InfillEndpoint(options, model, state);
+        var guard = new Guard(logger, state);
+        app.MapPost("/v1/completions", guard.Wrap(completions.HandleAsync));
+        app.MapPost("/infill", guard.Wrap(infill.HandleAsync));
+        app.MapGet("/v1/models", guard.Wrap(context => HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK,
+            new ModelList { Data = [Card(model, created)] }, OpenAiJsonContext.Default.ModelList)));
+        app.MapGet("/v1/models/{**id}", guard.Wrap(context =>
         {
             var id = context.GetRouteValue("id") as string;
             if (!string.Equals(id, model.Name, StringComparison.Ordinal))
                 throw new HttpApiException(404, "invalid_request_error", $"The model '{id}' does not exist; this server serves '{model.Name}'", "model", "model_not_found");
             return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, Card(model, created), OpenAiJsonContext.Default.ModelCard);
-        }, logger));
+        }));
         var exporter = new PrometheusExporter(model.Engine.Meter);
         app.Lifetime.ApplicationStopped.Register(exporter.Dispose);
-        app.MapGet(MetricsPath, Guarded(async context =>
+        app.MapGet(MetricsPath, guard.Wrap(async context =>
         {
             context.Response.ContentType = PrometheusExporter.ContentType;
             await context.Response.WriteAsync(exporter.Scrape(), context.RequestAborted).ConfigureAwait(false);
-        }, logger));
-        app.MapGet(EnginePath, Guarded(context =>
+        }));
+        app.MapGet(EnginePath, guard.Wrap(context =>
         {
             var snapshot = model.Engine.Snapshot;
             return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, new EngineStatus
@@ -101,7 +101,7 @@ public static class OpenAiEndpoints
                 Cancellations = snapshot.Cancellations,
                 LateCancellations = snapshot.LateCancellations,
             }, OpenAiJsonContext.Default.EngineStatus);
-        }, logger));
+        }));
         app.MapGet(HealthPath, context =>
         {
             var current = state.State;
@@ -118,23 +118,16 @@ public static class OpenAiEndpoints
 
     private static ModelCard Card(ServedModel model, long created) =>
         new() { Id = model.Name, Created = created, ContextLength = model.ContextLength };
+}
 
-    /// <summary>Bearer token equal to one of the keys (compared in constant time).</summary>
-    private static bool Authorized(HttpRequest request, byte[][] keys)
-    {
-        var header = request.Headers.Authorization.ToString();
-        const string scheme = "Bearer ";
-        if (!header.StartsWith(scheme, StringComparison.OrdinalIgnoreCase))
-            return false;
-        var given = Encoding.UTF8.GetBytes(header[scheme.Length..].Trim());
-        var ok = false;
-        foreach (var key in keys)
-            ok |= CryptographicOperations.FixedTimeEquals(given, key);
-        return ok;
-    }
-
-    /// <summary>Turns what a handler throws into the error body; a client that left gets nothing.</summary>
-    private static RequestDelegate Guarded(Func<HttpContext, Task> handler, ILogger logger) => async context =>
+/// <summary>
+/// Turns what a handler throws into the error body. A client that left gets nothing; a call the
+/// shutdown cut off gets 503; an unexpected failure is logged once, with the request id and the
+/// exception, and answered with a 500 that names only the request id.
+/// </summary>
+internal sealed class Guard(ILogger logger, ServerState state)
+{
+    public RequestDelegate Wrap(Func<HttpContext, Task> handler) => async context =>
     {
         try
         {
@@ -153,14 +146,7 @@ public static class OpenAiEndpoints
         {
             if (context.RequestAborted.IsCancellationRequested)
                 return;
-            HttpLog.Unhandled(logger, context.Request.Method, context.Request.Path, e);
-            await HttpApi.WriteErrorAsync(context, HttpApiException.From(e)).ConfigureAwait(false);
+            await HttpApi.WriteErrorAsync(context, HttpApiException.From(CallFailures.Classify(e, context, state, logger))).ConfigureAwait(false);
         }
     };
-}
-
-internal static partial class HttpLog
-{
-    [LoggerMessage(Level = LogLevel.Error, Message = "{Method} {Path} failed")]
-    public static partial void Unhandled(ILogger logger, string method, string path, Exception exception);
 }

@@ -13,7 +13,7 @@ internal static class RequestFields
             case JsonValueKind.Undefined or JsonValueKind.Null:
                 throw HttpApiException.BadRequest("prompt is required", "prompt");
             case JsonValueKind.String:
-                return new PromptInput.Text(prompt.GetString()!);
+                return new PromptInput.Text(Text(prompt, "prompt"));
             case JsonValueKind.Array:
                 break;
             default:
@@ -30,7 +30,7 @@ internal static class RequestFields
             if (count > 1)
                 throw HttpApiException.BadRequest($"only one prompt per request is supported, got an array of {count}", "prompt");
             return first.ValueKind == JsonValueKind.String
-                ? new PromptInput.Text(first.GetString()!)
+                ? new PromptInput.Text(Text(first, "prompt"))
                 : new PromptInput.TokenIds(TokenIds(first));
         }
         throw HttpApiException.BadRequest($"prompt must be a string or an array of token ids, got an array of {Kind(first)}", "prompt");
@@ -59,7 +59,7 @@ internal static class RequestFields
             case JsonValueKind.Undefined or JsonValueKind.Null:
                 return [];
             case JsonValueKind.String:
-                return [stop.GetString()!];
+                return [Text(stop, "stop")];
             case JsonValueKind.Array:
                 var count = stop.GetArrayLength();
                 if (count > maxCount)
@@ -69,11 +69,27 @@ internal static class RequestFields
                 {
                     if (item.ValueKind != JsonValueKind.String)
                         throw HttpApiException.BadRequest($"stop must hold strings, got a JSON {Kind(item)}", "stop");
-                    list.Add(item.GetString()!);
+                    list.Add(Text(item, "stop"));
                 }
                 return list;
             default:
                 throw HttpApiException.BadRequest($"stop must be a string or an array of strings, got a JSON {Kind(stop)}", "stop");
+        }
+    }
+
+    /// <summary>
+    /// A JSON string as text. JSON can carry what is not Unicode text (an escaped lone surrogate such
+    /// as "\ud800", or bytes that are not UTF-8), which cannot be tokenized: a 400 naming the field.
+    /// </summary>
+    private static string Text(JsonElement value, string field)
+    {
+        try
+        {
+            return value.GetString()!;
+        }
+        catch (InvalidOperationException)
+        {
+            throw HttpApiException.BadRequest($"{field} is not valid Unicode text (a lone surrogate or bytes that are not UTF-8)", field);
         }
     }
 

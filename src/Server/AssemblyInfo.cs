@@ -1,0 +1,4 @@
+using System.Runtime.CompilerServices;
+
+// The tests check the API key comparison and the failure classification on their own, too.
+[assembly: InternalsVisibleTo("InferenceServer.Server.Tests")]
