@@ -155,11 +155,16 @@ public sealed class UnicodeNormalizationTests
             UnicodeNormalization.Normalize("warm-up \u00E9 e\u0301", form);
         foreach (var text in texts)
         {
-            var form = NormalizationForm.FormC;
-            var before = GC.GetAllocatedBytesForCurrentThread();
-            var result = UnicodeNormalization.Normalize(text, form);
-            var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
-            Assert.Same(text, result);
+            // The least of a few tries: the runtime itself (tiering up a method) may allocate now and
+            // then on this thread; an allocating normalizer would allocate every time.
+            var allocated = long.MaxValue;
+            for (var attempt = 0; attempt < 5; attempt++)
+            {
+                var before = GC.GetAllocatedBytesForCurrentThread();
+                var result = UnicodeNormalization.Normalize(text, NormalizationForm.FormC);
+                allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - before);
+                Assert.Same(text, result);
+            }
             Assert.Equal(0, allocated);
         }
         var ascii = texts[0];
