@@ -9,45 +9,13 @@ public abstract class Normalizer
     public abstract string Normalize(string text);
 }
 
+/// <summary>
+/// NFC, NFD, NFKC or NFKD, on the tokenizer's own Unicode tables (<see cref="UnicodeNormalization"/>):
+/// the same result with or without ICU, in invariant globalization mode too.
+/// </summary>
 public sealed class UnicodeNormalizer(NormalizationForm form) : Normalizer
 {
-    public override string Normalize(string text)
-    {
-        // Plain ASCII is already in every normal form; skipping it avoids a copy of most code.
-        if (Ascii.IsValid(text))
-            return text;
-        try
-        {
-            return text.Normalize(form);
-        }
-        catch (ArgumentException)
-        {
-            return NormalizeAroundNoncharacters(text);
-        }
-    }
-
-    private string NormalizeAroundNoncharacters(string text)
-    {
-        // .NET refuses to normalize text with noncharacters (U+FFFE, U+FDD0...). They never
-        // combine with a neighbour, so the text between them is normalized on its own.
-        var builder = new StringBuilder(text.Length);
-        var segmentStart = 0;
-        for (var i = 0; i < text.Length;)
-        {
-            var rune = Rune.GetRuneAt(text, i);
-            if (IsNoncharacter(rune))
-            {
-                builder.Append(text.AsSpan(segmentStart, i - segmentStart).ToString().Normalize(form));
-                builder.Append(rune.ToString());
-                segmentStart = i + rune.Utf16SequenceLength;
-            }
-            i += rune.Utf16SequenceLength;
-        }
-        builder.Append(text.AsSpan(segmentStart).ToString().Normalize(form));
-        return builder.ToString();
-    }
-
-    private static bool IsNoncharacter(Rune r) => (r.Value & 0xFFFE) == 0xFFFE || r.Value is >= 0xFDD0 and <= 0xFDEF;
+    public override string Normalize(string text) => UnicodeNormalization.Normalize(text, form);
 }
 
 public sealed class LowercaseNormalizer : Normalizer
