@@ -159,7 +159,7 @@ public sealed class GrpcTests(ServerFixture server) : IDisposable
     [Fact]
     public async Task Raw_malformed_calls_get_clean_statuses()
     {
-        using var http = new HttpClient { DefaultRequestVersion = HttpVersion.Version20, DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact };
+        using var http = GrpcRaw.CreateClient();
         var frame = Frame(Greedy("x", 2));
 
         // A frame cut short.
@@ -191,33 +191,10 @@ public sealed class GrpcTests(ServerFixture server) : IDisposable
         await server.AssertEngineIdleAsync();
     }
 
-    private async Task<GrpcStatus> RawCallAsync(HttpClient http, byte[] body, string? encoding = null)
-    {
-        using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(server.GrpcAddress, "/inference.v1.Inference/Generate"))
-        {
-            Content = new ByteArrayContent(body),
-            Version = HttpVersion.Version20,
-            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        };
-        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
-        request.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
-        if (encoding is not null)
-            request.Headers.Add("grpc-encoding", encoding);
-        using var response = await http.SendAsync(request);
-        await response.Content.ReadAsByteArrayAsync();
-        var status = response.Headers.TryGetValues("grpc-status", out var values) || response.TrailingHeaders.TryGetValues("grpc-status", out values)
-            ? int.Parse(values.First(), System.Globalization.CultureInfo.InvariantCulture)
-            : -1;
-        return (GrpcStatus)status;
-    }
+    private async Task<GrpcStatus> RawCallAsync(HttpClient http, byte[] body, string? encoding = null) =>
+        (await GrpcRaw.CallAsync(http, server.GrpcAddress, body, encoding: encoding)).Status ?? (GrpcStatus)(-1);
 
-    private static byte[] Frame(IMessage message)
-    {
-        var bytes = new byte[5 + message.CalculateSize()];
-        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(1), (uint)(bytes.Length - 5));
-        message.WriteTo(bytes.AsSpan(5));
-        return bytes;
-    }
+    private static byte[] Frame(IMessage message) => GrpcRaw.Frame(message);
 
     [Fact]
     public async Task Health_check_reports_serving_and_refuses_unknown_services()
