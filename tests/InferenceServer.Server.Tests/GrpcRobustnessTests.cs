@@ -56,7 +56,7 @@ public sealed class GrpcRobustnessTests(ServerFixture server)
     {
         using var http = GrpcRaw.CreateClient();
         var result = await GrpcRaw.CallAsync(http, server.GrpcAddress, GrpcRaw.Frame(new GenerateRequest { Prompt = "ab", MaxTokens = 2 }),
-            headers: new Dictionary<string, string> { ["grpc-timeout"] = timeout });
+            timeout: timeout);
         Assert.Equal(expected, result.Status);
         if (expected != GrpcStatus.Ok)
             Assert.Contains("grpc-timeout", result.Message, StringComparison.Ordinal);
@@ -82,10 +82,10 @@ public sealed class GrpcRobustnessTests(ServerFixture server)
         var generated = await GrpcRaw.CallAsync(http, server.GrpcAddress, frame, "/inference.v1.Inference/ListModels");
         Assert.StartsWith("req-", Assert.Single(generated.Headers.GetValues("x-request-id")), StringComparison.Ordinal);
         var kept = await GrpcRaw.CallAsync(http, server.GrpcAddress, frame, "/inference.v1.Inference/ListModels",
-            new Dictionary<string, string> { ["x-request-id"] = "trace-42.a_b:c" });
+            headers: new Dictionary<string, string> { ["x-request-id"] = "trace-42.a_b:c" });
         Assert.Equal("trace-42.a_b:c", Assert.Single(kept.Headers.GetValues("x-request-id")));
         var failed = await GrpcRaw.CallAsync(http, server.GrpcAddress, frame, "/inference.v1.Inference/Nope",
-            new Dictionary<string, string> { ["x-request-id"] = "has spaces and \"quotes\"" });
+            headers: new Dictionary<string, string> { ["x-request-id"] = "has spaces and \"quotes\"" });
         Assert.Equal(GrpcStatus.Unimplemented, failed.Status);
         Assert.StartsWith("req-", Assert.Single(failed.Headers.GetValues("x-request-id")), StringComparison.Ordinal);
     }

@@ -192,8 +192,7 @@ public sealed class GrpcTests(ServerFixture server) : IDisposable
     }
 
     private async Task<GrpcStatus> RawCallAsync(HttpClient http, byte[] body, string? encoding = null) =>
-        (await GrpcRaw.CallAsync(http, server.GrpcAddress, body,
-            headers: encoding is null ? null : new Dictionary<string, string> { ["grpc-encoding"] = encoding })).Status;
+        (await GrpcRaw.CallAsync(http, server.GrpcAddress, body, encoding: encoding)).Status ?? (GrpcStatus)(-1);
 
     private static byte[] Frame(IMessage message) => GrpcRaw.Frame(message);
 

@@ -117,12 +117,7 @@ public sealed class HttpErrorTests(ServerFixture fixture) : IDisposable
         await HttpTest.AssertErrorAsync(response, HttpStatusCode.NotFound, "model_not_found");
     }
 
-    private async Task AssertStillServingAsync(string after)
-    {
-        using var response = await _client.PostAsync("/v1/completions", HttpTest.Json($"{{\"model\": \"{Model}\", \"prompt\": \"ok\", \"max_tokens\": 2}}"));
-        Assert.True(response.StatusCode == HttpStatusCode.OK, $"after {after}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
-        await fixture.AssertEngineIdleAsync();
-    }
+    private Task AssertStillServingAsync(string after) => HttpTest.AssertStillServingAsync(_client, fixture, after);
 
     /// <summary>Hides the length, so HttpClient sends the body chunked.</summary>
     private sealed class NonSeekableStream(byte[] data) : MemoryStream(data)

@@ -67,6 +67,14 @@ internal static class HttpTest
         return error;
     }
 
+    /// <summary>After <paramref name="after"/>: a normal completion is served, and the engine goes back to idle (nothing running, waiting or holding KV).</summary>
+    public static async Task AssertStillServingAsync(HttpClient client, ServerFixture fixture, string after)
+    {
+        using var response = await client.PostAsync("/v1/completions", Json($"{{\"model\": \"{fixture.Model.Name}\", \"prompt\": \"ok\", \"max_tokens\": 2}}"));
+        Assert.True(response.StatusCode == HttpStatusCode.OK, $"after {after}: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+        await fixture.AssertEngineIdleAsync();
+    }
+
     /// <summary>A byte-level tokenizer like the fixture's, with an end-of-text token but no fill-in-the-middle tokens.</summary>
     public static Tokenizer.Tokenizer TokenizerWithoutFim()
     {

@@ -144,29 +144,18 @@ public sealed class UnicodeNormalizationTests
     }
 
     [Fact]
-    public void Text_already_in_the_form_comes_back_as_is_without_allocating()
+    public void Text_already_in_the_form_comes_back_as_the_same_string()
     {
+        // The same instance, not an equal copy: the tokenizer normalizes every input, and most are
+        // already in the form. (Whether anything is allocated on the way is measured by the
+        // tokenizer benchmark's memory diagnoser, not here.)
         string[] texts =
         [
             "def f(x):\n    return x\n",
             "caf\u00E9 na\u00EFve \u00FCber \uAC00\uD55C \u4E2D\u6587 \uD83D\uDE00 \u05E9\u05B8\u05C1", // NFC, yet not below its threshold
         ];
-        foreach (var form in Forms)
-            UnicodeNormalization.Normalize("warm-up \u00E9 e\u0301", form);
         foreach (var text in texts)
-        {
-            // The least of a few tries: the runtime itself (tiering up a method) may allocate now and
-            // then on this thread; an allocating normalizer would allocate every time.
-            var allocated = long.MaxValue;
-            for (var attempt = 0; attempt < 5; attempt++)
-            {
-                var before = GC.GetAllocatedBytesForCurrentThread();
-                var result = UnicodeNormalization.Normalize(text, NormalizationForm.FormC);
-                allocated = Math.Min(allocated, GC.GetAllocatedBytesForCurrentThread() - before);
-                Assert.Same(text, result);
-            }
-            Assert.Equal(0, allocated);
-        }
+            Assert.Same(text, UnicodeNormalization.Normalize(text, NormalizationForm.FormC));
         var ascii = texts[0];
         foreach (var form in Forms)
             Assert.Same(ascii, UnicodeNormalization.Normalize(ascii, form));

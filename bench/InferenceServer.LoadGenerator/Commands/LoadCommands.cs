@@ -95,6 +95,7 @@ internal static class LoadCommands
             suite.Options.Add(option);
         suite.SetAction((parseResult, cancellationToken) => RunAsync(parseResult, suite: true, cancellationToken));
         root.Subcommands.Add(suite);
+        root.Subcommands.Add(Soak.SoakCommand.Create());
         return root;
     }
 

@@ -29,19 +29,29 @@ public sealed class AdminEndpointCounters(Uri admin, string? apiKey) : IEngineCo
 
     public string Source => "admin";
 
-    public async Task<EngineCounts?> ReadAsync(CancellationToken cancellationToken)
+    public Task<EngineCounts?> ReadAsync(CancellationToken cancellationToken) =>
+        GetAsync(_http, _endpoint, apiKey, Parse, cancellationToken);
+
+    /// <summary>
+    /// GET <paramref name="endpoint"/> (with the API key) and parse its JSON; null when the server
+    /// does not answer, answers with an error, or sends something else.
+    /// </summary>
+    public static async Task<T?> GetAsync<T>(HttpClient http, Uri endpoint, string? apiKey, Func<JsonElement, T?> parse, CancellationToken cancellationToken)
+        where T : class
     {
-        using var request = new HttpRequestMessage(HttpMethod.Get, _endpoint);
+        ArgumentNullException.ThrowIfNull(http);
+        ArgumentNullException.ThrowIfNull(parse);
+        using var request = new HttpRequestMessage(HttpMethod.Get, endpoint);
         if (apiKey is not null)
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", apiKey);
         try
         {
-            using var response = await _http.SendAsync(request, cancellationToken).ConfigureAwait(false);
+            using var response = await http.SendAsync(request, cancellationToken).ConfigureAwait(false);
             if (!response.IsSuccessStatusCode)
                 return null;
             await using var body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
             using var doc = await JsonDocument.ParseAsync(body, cancellationToken: cancellationToken).ConfigureAwait(false);
-            return Parse(doc.RootElement);
+            return parse(doc.RootElement);
         }
         catch (Exception e) when (e is HttpRequestException or JsonException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
         {

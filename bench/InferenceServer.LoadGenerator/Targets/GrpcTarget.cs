@@ -4,7 +4,7 @@ using InferenceServer.Protocol;
 
 namespace InferenceServer.LoadGenerator.Targets;
 
-/// <summary>Our gRPC service, inference.v1.Inference/GenerateStream, through the repository's client.</summary>
+/// <summary>Our gRPC service, inference.v1.Inference/GenerateStream (or Generate, unstreamed), through the repository's client.</summary>
 public sealed class GrpcTarget : ILoadTarget
 {
     private readonly InferenceClient _client;
@@ -42,12 +42,22 @@ public sealed class GrpcTarget : ILoadTarget
         GenerateResponse? last = null;
         try
         {
-            // Read to the end, trailers included: leaving early would reset a stream that already succeeded.
-            await foreach (var response in _client.GenerateStreamAsync(message, cancellationToken: cancellationToken).ConfigureAwait(false))
+            if (!request.Stream)
             {
-                timer.Tokens(response.TokenIds.Count);
-                if (response.FinishReason != FinishReason.Unspecified)
-                    last ??= response;
+                var whole = await _client.GenerateAsync(message, cancellationToken: cancellationToken).ConfigureAwait(false);
+                timer.Tokens(whole.TokenIds.Count);
+                if (whole.FinishReason != FinishReason.Unspecified)
+                    last = whole;
+            }
+            else
+            {
+                // Read to the end, trailers included: leaving early would reset a stream that already succeeded.
+                await foreach (var response in _client.GenerateStreamAsync(message, cancellationToken: cancellationToken).ConfigureAwait(false))
+                {
+                    timer.Tokens(response.TokenIds.Count);
+                    if (response.FinishReason != FinishReason.Unspecified)
+                        last ??= response;
+                }
             }
             if (last is null)
                 return timer.Failed("grpc:NO_FINISH", "the stream ended without a finish reason");

@@ -18,6 +18,12 @@ public sealed record LoadRequest
     public bool IgnoreEos { get; init; }
 
     public double Temperature { get; init; }
+
+    /// <summary>
+    /// Stream the answer (SSE over HTTP, GenerateStream over gRPC); false asks for the whole answer in
+    /// one response (gRPC's unary Generate), which times only the end of the request.
+    /// </summary>
+    public bool Stream { get; init; } = true;
 }
 
 /// <summary>

@@ -6,7 +6,7 @@ using InferenceServer.LoadGenerator.Measurement;
 namespace InferenceServer.LoadGenerator.Targets;
 
 /// <summary>
-/// Any OpenAI-style server's POST /v1/completions, streamed: our HTTP port, vLLM, TGI, llama.cpp's
+/// Any OpenAI-style server's POST /v1/completions, streamed (or whole, when a request asks): our HTTP port, vLLM, TGI, llama.cpp's
 /// server. Fill-in-the-middle goes in "suffix"; usage comes from stream_options.include_usage.
 /// </summary>
 public sealed class OpenAiHttpTarget : ILoadTarget
@@ -50,6 +50,8 @@ public sealed class OpenAiHttpTarget : ILoadTarget
                 var text = await response.Content.ReadAsStringAsync(cancellationToken).ConfigureAwait(false);
                 return timer.Failed("http:" + (int)response.StatusCode, ErrorMessage(text));
             }
+            if (!request.Stream)
+                return await ReadWholeAsync(response, timer, cancellationToken).ConfigureAwait(false);
             var stream = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
             var state = new StreamState(timer);
             var parser = new SseParser();
@@ -95,6 +97,19 @@ public sealed class OpenAiHttpTarget : ILoadTarget
         }
     }
 
+    /// <summary>An unstreamed answer: one JSON body of the same shape as a stream's chunks, all of it at once.</summary>
+    private static async Task<RequestRecord> ReadWholeAsync(HttpResponseMessage response, ResponseTimer timer, CancellationToken cancellationToken)
+    {
+        var body = await response.Content.ReadAsByteArrayAsync(cancellationToken).ConfigureAwait(false);
+        var whole = CompletionChunk.Parse(body);
+        if (whole.Error is { } error)
+            return timer.Failed("body:error", error);
+        if (whole.FinishReason is null)
+            return timer.Failed("body:truncated", "the response had no finish reason");
+        timer.Tokens(whole.CompletionTokens ?? (whole.HasText ? 1 : 0));
+        return timer.Complete(whole.CompletionTokens, whole.PromptTokens, whole.CachedTokens, whole.FinishReason);
+    }
+
     /// <summary>The request body; public for tests that check what is sent.</summary>
     public ByteArrayContent Body(LoadRequest request)
     {
@@ -119,10 +134,13 @@ public sealed class OpenAiHttpTarget : ILoadTarget
             }
             if (request.IgnoreEos)
                 json.WriteBoolean("ignore_eos", true);
-            json.WriteBoolean("stream", true);
-            json.WriteStartObject("stream_options");
-            json.WriteBoolean("include_usage", true);
-            json.WriteEndObject();
+            json.WriteBoolean("stream", request.Stream);
+            if (request.Stream)
+            {
+                json.WriteStartObject("stream_options");
+                json.WriteBoolean("include_usage", true);
+                json.WriteEndObject();
+            }
             json.WriteEndObject();
         }
         var content = new ByteArrayContent(output.WrittenSpan.ToArray());

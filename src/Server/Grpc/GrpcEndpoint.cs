@@ -317,11 +317,16 @@ internal sealed class CallContext(HttpContext http, CancellationToken cancellati
     private PipeReader Reader => Http.Request.BodyReader;
     private PipeWriter Writer => Http.Response.BodyWriter;
 
-    /// <summary>A unary request: exactly one message.</summary>
+    /// <summary>
+    /// A unary request: exactly one message, then the end of the request. A second message (or part
+    /// of one) is a broken call, as gRPC's own servers answer it, not something to ignore.
+    /// </summary>
     public async Task<T> ReadSingleAsync<T>(MessageParser<T> parser) where T : class, IMessage<T>
     {
         var message = await GrpcFraming.ReadMessageAsync(Reader, parser, maxMessageBytes, Cancellation).ConfigureAwait(false)
             ?? throw new RequestException(GrpcStatus.Internal, "the call carried no request message");
+        if (await GrpcFraming.ReadMessageAsync(Reader, parser, maxMessageBytes, Cancellation).ConfigureAwait(false) is not null)
+            throw new RequestException(GrpcStatus.Internal, "the call carried more than one request message; this method takes one");
         return message;
     }
 

@@ -47,6 +47,8 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
             throw HttpApiException.BadRequest($"best_of must be 1, got {bestOf}", "best_of");
         if (body.Echo == true)
             throw HttpApiException.BadRequest("echo is not supported", "echo");
+        if (body.LogitBias.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.Null or JsonValueKind.Object))
+            throw HttpApiException.BadRequest($"logit_bias must be an object, got a JSON {body.LogitBias.ValueKind.ToString().ToLowerInvariant()}", "logit_bias");
         if (body.LogitBias.ValueKind == JsonValueKind.Object && body.LogitBias.EnumerateObject().Any())
             throw HttpApiException.BadRequest("logit_bias is not supported", "logit_bias");
         if (body.Logprobs is { } requested && (requested < 0 || requested > LogprobsBuilder.MaxLogprobs))

@@ -105,6 +105,11 @@ internal static class HttpApi
             // Kestrel's message names what was wrong with the framing ("Unexpected end of request content.", "Bad chunk size data.").
             throw HttpApiException.BadRequest("the request body is malformed or incomplete: " + e.Message, code: "invalid_body");
         }
+        catch (IOException e) when (!context.RequestAborted.IsCancellationRequested)
+        {
+            // Kestrel reports some framing errors as I/O errors (a chunk size too large to count).
+            throw HttpApiException.BadRequest("the request body is malformed or incomplete: " + e.Message, code: "invalid_body");
+        }
         catch (JsonException e)
         {
             throw HttpApiException.BadRequest("the body is not valid JSON for this endpoint: " + e.Message, FieldOf(e.Path), "invalid_json");
