@@ -10,6 +10,9 @@ public enum ServingState
     Loading,
     Serving,
     Draining,
+
+    /// <summary>The engine stopped after a failure (a model step threw): nothing more can be served.</summary>
+    Faulted,
 }
 
 /// <summary>A loaded model as the front ends see it: its name, tokenizer, engine and limits.</summary>

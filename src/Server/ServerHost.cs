@@ -14,7 +14,7 @@ namespace InferenceServer.Server;
 /// Kestrel with two endpoints: gRPC on an HTTP/2-only port, OpenAI-style HTTP on another.
 /// Each port only routes its own protocol.
 /// </summary>
-public static class ServerHost
+public static partial class ServerHost
 {
     /// <param name="configuration">Extra configuration for the host, e.g. a "Kestrel" section with certificates and limits.</param>
     /// <param name="logging">Changes to the logging set up from <see cref="ServerOptions.LogLevel"/> (tests add a provider that records).</param>
@@ -59,6 +59,30 @@ public static class ServerHost
                 await next(context).ConfigureAwait(false);
         });
         OpenAiEndpoints.Map(app, options, model, state);
+        WatchForFault(model, state, app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("InferenceServer.Engine"));
         return app;
     }
+
+    /// <summary>Why a server that is not serving refuses a call.</summary>
+    internal static string Unavailable(ServingState state) => state switch
+    {
+        ServingState.Loading => "the server is loading its model; try again shortly",
+        ServingState.Faulted => "the engine failed and the server cannot take requests; its log says why",
+        _ => "the server is shutting down",
+    };
+
+    // An engine that stops while the server serves has failed: it is logged once, with the
+    // exception, and health turns NOT_SERVING so that an orchestrator replaces the process.
+    private static void WatchForFault(ServedModel model, ServerState state, ILogger logger) =>
+        model.Engine.Stopped.ContinueWith(_ =>
+        {
+            if (model.Engine.Fault is not { } fault)
+                return;
+            EngineFailed(logger, fault);
+            if (state.State == ServingState.Serving)
+                state.State = ServingState.Faulted;
+        }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+
+    [LoggerMessage(EventId = 30, Level = LogLevel.Critical, Message = "the engine stopped after an error; requests it held end with INTERNAL / 500")]
+    private static partial void EngineFailed(ILogger logger, Exception exception);
 }

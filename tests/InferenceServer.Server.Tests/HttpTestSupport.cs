@@ -159,10 +159,14 @@ internal sealed class SlowDecoder(int slots, int capacity, int vocabSize, int to
     /// <summary>Steps run so far (prefills and decodes).</summary>
     public int Steps => Volatile.Read(ref _steps);
 
+    /// <summary>The step (counted as <see cref="Steps"/> counts) that throws, as a failing device would; 0 for none.</summary>
+    public int FailingStep { get; set; }
+
     public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens)
     {
         Thread.Sleep(perStep);
-        Interlocked.Increment(ref _steps);
+        if (Interlocked.Increment(ref _steps) == FailingStep)
+            throw new InvalidOperationException("the device failed (secret detail)");
         var size = rows.Length * vocabSize;
         if (_logits.Length < size)
         {

@@ -66,6 +66,11 @@ public sealed class InProcessTarget : ILoadTarget
         {
             return timer.Cancelled();
         }
+        catch (EngineFaultedException e)
+        {
+            // The engine's own failure, as the run's first error says it.
+            return timer.Failed("engine:FAULTED", e.InnerException?.Message ?? e.Message);
+        }
     }
 
     public async ValueTask DisposeAsync()

@@ -83,7 +83,7 @@ internal sealed class GrpcEndpoint
             if (!health && _keys.Required && !_keys.Accepts(request.Headers.Authorization.ToString()))
                 throw new RequestException(GrpcStatus.Unauthenticated, "a valid API key is required in the authorization metadata (Bearer <key>)");
             if (_state.State != ServingState.Serving && !health)
-                throw new RequestException(GrpcStatus.Unavailable, _state.State == ServingState.Loading ? "the model is still loading" : "the server is shutting down");
+                throw new RequestException(GrpcStatus.Unavailable, ServerHost.Unavailable(_state.State));
 
             await handler(call).ConfigureAwait(false);
             Finish(call, GrpcStatus.Ok, null);

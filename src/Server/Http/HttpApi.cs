@@ -197,7 +197,17 @@ internal static class HttpApi
     public static async Task WriteErrorAsync(HttpContext context, HttpApiException error)
     {
         if (context.Response.HasStarted)
+        {
+            // A stream already under way: the error is its last event (OpenAI's streams then end with [DONE]).
+            if (context.Response.ContentType?.StartsWith("text/event-stream", StringComparison.Ordinal) == true)
+            {
+                using var writer = CreateWriter(context.Response.BodyWriter);
+                await WriteEventAsync(context, writer, ErrorBody(error), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
+                if (context.Request.Path.StartsWithSegments("/v1", StringComparison.Ordinal))
+                    await WriteDoneAsync(context).ConfigureAwait(false);
+            }
             return;
+        }
         context.Response.Clear();
         if (error.Status == StatusCodes.Status401Unauthorized)
             context.Response.Headers.WWWAuthenticate = "Bearer";

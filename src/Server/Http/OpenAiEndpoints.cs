@@ -48,7 +48,7 @@ public static class OpenAiEndpoints
             if (!isHealth && state.State != ServingState.Serving)
             {
                 await HttpApi.WriteErrorAsync(context, new HttpApiException(503, "service_unavailable",
-                    state.State == ServingState.Loading ? "the server is loading its model; try again shortly" : "the server is shutting down",
+                    ServerHost.Unavailable(state.State),
                     code: "service_unavailable")).ConfigureAwait(false);
                 return;
             }
@@ -109,6 +109,7 @@ public static class OpenAiEndpoints
             {
                 ServingState.Serving => "ok",
                 ServingState.Loading => "loading",
+                ServingState.Faulted => "faulted",
                 _ => "draining",
             };
             return HttpApi.WriteJsonAsync(context, current == ServingState.Serving ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable,
