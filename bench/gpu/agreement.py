@@ -299,6 +299,8 @@ def check(args) -> None:
     lines.append("")
     open(base + ".md", "w").write("\n".join(lines))
     print("\n".join(lines))
+    print("; ".join(f"{name} {'PASS' if r['pass'] else 'FAIL'} ({r['tokens']} tokens, worst margin {r['worst_margin']:.4f}, "
+                    f"worst logprob difference {r['worst_logprob_difference']:.4f})" for name, r in report["paths"].items()))
     sys.exit(0 if all(r["pass"] for r in report["paths"].values()) else 1)
 
 
