@@ -1,6 +1,7 @@
 """The reference side of the GPU benchmark: Hugging Face transformers' generate on the same weights.
 
-For one Hugging Face folder, in float16 on the GPU, greedy, ignoring end-of-text (min_new_tokens):
+For one Hugging Face folder, in float16 on the GPU (float32 with --device cpu, for checking the
+tooling anywhere), greedy, ignoring end-of-text (min_new_tokens):
 - batch-1 time to first token: generate with max_new_tokens=1 (prefill and one token);
 - batch-1 inter-token latency: (generate N+1 tokens - generate 1 token) / N;
 - aggregate tokens/s at each batch size: B prompts in one generate call of N new tokens each.
@@ -19,15 +20,20 @@ import torch
 import transformers
 
 
-def timed(fn, repeats: int) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, repeats: int, device: torch.device) -> float:
     """Median seconds of fn() over repeats runs, after one warm-up."""
     fn()
-    torch.cuda.synchronize()
+    synchronize(device)
     seconds = []
     for _ in range(repeats):
         started = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        synchronize(device)
         seconds.append(time.perf_counter() - started)
     return statistics.median(seconds)
 
@@ -41,10 +47,14 @@ def main() -> None:
     ap.add_argument("--output-tokens", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--device", default="cuda")
     args = ap.parse_args()
 
-    device = torch.device("cuda")
-    model = transformers.AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=torch.float16).to(device).eval()
+    device = torch.device(args.device)
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    # transformers 5 names the argument dtype; older versions torch_dtype.
+    kwargs = {"dtype": dtype} if int(transformers.__version__.split(".")[0]) >= 5 else {"torch_dtype": dtype}
+    model = transformers.AutoModelForCausalLM.from_pretrained(args.model, **kwargs).to(device).eval()
     vocab = model.config.vocab_size
     generator = torch.Generator().manual_seed(args.seed)
 
@@ -56,11 +66,11 @@ def main() -> None:
         assert out.shape == (batch, args.prompt_tokens + new_tokens), out.shape
         return out
 
-    first = timed(lambda: generate(1, 1), args.repeats)
-    longer = timed(lambda: generate(1, args.output_tokens + 1), args.repeats)
+    first = timed(lambda: generate(1, 1), args.repeats, device)
+    longer = timed(lambda: generate(1, args.output_tokens + 1), args.repeats, device)
     result = {
-        "engine": f"transformers {transformers.__version__} generate (torch {torch.__version__}, float16, greedy)",
-        "gpu": torch.cuda.get_device_name(device),
+        "engine": f"transformers {transformers.__version__} generate (torch {torch.__version__}, {str(dtype).removeprefix('torch.')}, greedy)",
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "python": platform.python_version(),
         "model": args.model,
         "parameters": sum(p.numel() for p in model.parameters()),
@@ -71,7 +81,7 @@ def main() -> None:
         "throughput": [],
     }
     for batch in (int(b) for b in args.batches.split(",")):
-        seconds = timed(lambda: generate(batch, args.output_tokens), max(1, args.repeats // 2))
+        seconds = timed(lambda: generate(batch, args.output_tokens), max(1, args.repeats // 2), device)
         result["throughput"].append({"streams": batch, "seconds": seconds, "output_tokens_per_second": batch * args.output_tokens / seconds})
         print(f"batch {batch}: {batch * args.output_tokens / seconds:.0f} tokens/s", flush=True)
     json.dump(result, open(args.out, "w"), indent=2)

@@ -54,7 +54,7 @@ internal static class LoadCommands
     private static readonly Option<int> ContextLength = new("--context-length") { Description = "Tokens per sequence of engines started here (0: the model's)." };
     private static readonly Option<string> Device = new("--device")
     {
-        Description = "Where engines started here run: cpu (the dense graph) or cuda (a paged folder on the CUDA provider; a build with -p:OrtCuda=true). The runner target and reference are the dense CPU runner.",
+        Description = "Where engines started here run: cpu (the dense graph) or cuda (a paged or a dense float16 folder on the CUDA provider; a build with -p:OrtCuda=true). The runner target and reference are the dense CPU runner.",
         DefaultValueFactory = _ => "cpu",
     };
     private static readonly Option<int> Threads = new("--threads") { Description = "ONNX Runtime intra-op threads of engines started here (0: one per core)." };
