@@ -299,7 +299,10 @@ public sealed class InferenceEngine : IAsyncDisposable
         if (_fault is { } fault)
             sequence.Output.Fail(fault);
         else
+        {
             sequence.Output.Finish(FinishReason.Cancelled, UsageOf(sequence), null);
+            _metrics.Finished(FinishReason.Cancelled);
+        }
         sequence.Dispose();
     }
 
@@ -316,6 +319,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             {
                 sequence.CachedPromptTokens = Math.Min(sequence.Computed, sequence.PromptLength);
                 sequence.FirstAdmittedAt = Stopwatch.GetTimestamp();
+                _metrics.Admitted(Stopwatch.GetElapsedTime(sequence.SubmittedAt, sequence.FirstAdmittedAt));
                 _metrics.PrefixHit(sequence.CachedPromptTokens);
             }
         }
@@ -465,6 +469,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         }
         sequence.Output.Finish(reason, UsageOf(sequence), matchedStop);
         _metrics.Completed(Stopwatch.GetElapsedTime(sequence.SubmittedAt));
+        _metrics.Finished(reason);
         _finished.Add(sequence);
     }
 

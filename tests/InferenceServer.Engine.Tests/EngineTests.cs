@@ -205,12 +205,19 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
             if (instrument.Meter.Name == "InferenceServer.Engine")
                 l.EnableMeasurementEvents(instrument);
         };
-        void Add(Instrument instrument, double value)
+        void Add(Instrument instrument, double value, ReadOnlySpan<KeyValuePair<string, object?>> tags = default)
         {
+            // A tagged measurement counts under its instrument and under "instrument/tag=value" too.
+            var names = new List<string> { instrument.Name };
+            foreach (var tag in tags)
+                names.Add($"{instrument.Name}/{tag.Key}={tag.Value}");
             lock (measurements)
-                measurements[instrument.Name] = measurements.GetValueOrDefault(instrument.Name) + value;
+            {
+                foreach (var name in names)
+                    measurements[name] = measurements.GetValueOrDefault(name) + value;
+            }
         }
-        listener.SetMeasurementEventCallback<long>((i, v, _, _) => Add(i, v));
+        listener.SetMeasurementEventCallback<long>((i, v, tags, _) => Add(i, v, tags));
         listener.SetMeasurementEventCallback<int>((i, v, _, _) => Add(i, v));
         listener.SetMeasurementEventCallback<double>((i, v, _, _) => Add(i, 1)); // histograms: count records
         listener.Start();
@@ -230,6 +237,12 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
             Assert.True(measurements["inference.inter_token_latency"] >= 10);
             Assert.True(measurements["inference.request.duration"] >= 2);
             Assert.True(measurements.ContainsKey("inference.kv.blocks.cached"));
+            Assert.True(measurements.ContainsKey("inference.kv.usage"));
+            Assert.True(measurements["inference.request.queue_time"] >= 2);
+            // Six tokens each without ignore_eos: each ends by length or at an end-of-sequence id (stop).
+            Assert.True(measurements["inference.requests.finished"] >= 2);
+            Assert.All(measurements.Keys.Where(k => k.StartsWith("inference.requests.finished/", StringComparison.Ordinal)),
+                k => Assert.Contains(k, new[] { "inference.requests.finished/finished_reason=stop", "inference.requests.finished/finished_reason=length", "inference.requests.finished/finished_reason=abort" }));
         }
         await test.AssertIdleAsync();
     }

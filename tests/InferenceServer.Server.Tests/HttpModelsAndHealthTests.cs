@@ -29,38 +29,24 @@ public sealed class HttpModelsAndHealthTests(ServerFixture fixture) : IDisposabl
     [Fact]
     public async Task Metrics_count_a_request_in_prometheus_text()
     {
-        var before = await ScrapeAsync();
+        var before = await MetricsScrape.GetAsync(_client);
         using (var completion = await _client.PostAsync("/v1/completions", HttpTest.Json("{\"prompt\": \"def f(x):\", \"max_tokens\": 3, \"temperature\": 0, \"ignore_eos\": true}")))
             Assert.Equal(HttpStatusCode.OK, completion.StatusCode);
-        var after = await ScrapeAsync();
+        var after = await MetricsScrape.GetAsync(_client);
 
+        // Our own names, each series labelled with the served model.
+        var model = $"model_name=\"{fixture.Model.Name}\"";
+        Assert.Equal("counter", after.Types["inference_requests_total"]);
+        Assert.Equal("histogram", after.Types["inference_time_to_first_token_seconds"]);
         // Other tests share this server: counts only grow, by at least this request's.
-        Assert.True(after["inference_requests_total"] >= before["inference_requests_total"] + 1);
-        Assert.True(after["inference_tokens_generated_total"] >= before["inference_tokens_generated_total"] + 3);
-        Assert.True(after["inference_time_to_first_token_seconds_count"] >= before["inference_time_to_first_token_seconds_count"] + 1);
-        Assert.True(after["inference_time_to_first_token_seconds_sum"] > 0);
-        Assert.True(after.ContainsKey("inference_kv_blocks_free"));
+        Assert.True(after[$"inference_requests_total{{{model}}}"] >= before[$"inference_requests_total{{{model}}}"] + 1);
+        Assert.True(after[$"inference_tokens_generated_total{{{model}}}"] >= before[$"inference_tokens_generated_total{{{model}}}"] + 3);
+        Assert.True(after[$"inference_time_to_first_token_seconds_count{{{model}}}"] >= before[$"inference_time_to_first_token_seconds_count{{{model}}}"] + 1);
+        Assert.True(after[$"inference_time_to_first_token_seconds_sum{{{model}}}"] > 0);
+        Assert.True(after.Samples.ContainsKey($"inference_kv_blocks_free{{{model}}}"));
 
-        // Histogram buckets are cumulative and end at the count.
-        var buckets = after.Where(p => p.Key.StartsWith("inference_inter_token_latency_seconds_bucket", StringComparison.Ordinal)).Select(p => p.Value).ToList();
-        Assert.Equal(17, buckets.Count);
-        Assert.Equal(buckets.Order(), buckets);
-        Assert.Equal(after["inference_inter_token_latency_seconds_count"], buckets[^1]);
-    }
-
-    /// <summary>GET /metrics, every sample line as name (with labels) and value.</summary>
-    private async Task<Dictionary<string, double>> ScrapeAsync()
-    {
-        using var response = await _client.GetAsync("/metrics");
-        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal("text/plain; version=0.0.4; charset=utf-8", response.Content.Headers.ContentType!.ToString());
-        var text = await response.Content.ReadAsStringAsync();
-        Assert.Contains("# TYPE inference_requests_total counter\n", text, StringComparison.Ordinal);
-        Assert.Contains("# TYPE inference_time_to_first_token_seconds histogram\n", text, StringComparison.Ordinal);
-        return text.Split('\n', StringSplitOptions.RemoveEmptyEntries)
-            .Where(line => !line.StartsWith('#'))
-            .Select(line => line.Split(' '))
-            .ToDictionary(parts => parts[0], parts => double.Parse(parts[1], System.Globalization.CultureInfo.InvariantCulture));
+        // Histogram buckets are cumulative and end at the count: 16 bounds from 0.5 ms to 60 s, and +Inf.
+        Assert.Equal(17, after.AssertBuckets("inference_inter_token_latency_seconds", model).Count);
     }
 
     private void AssertCard(JsonElement card)

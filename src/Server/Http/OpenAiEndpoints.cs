@@ -1,3 +1,4 @@
+using System.Diagnostics.Metrics;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
@@ -20,7 +21,7 @@ public static class OpenAiEndpoints
     /// <summary>The engine's counts for operators and tests (behind the API key like everything but /health and /metrics).</summary>
     public const string EnginePath = "/admin/engine";
 
-    /// <summary>The engine's instruments in Prometheus' text format (open without the key, like /health, for scrapers).</summary>
+    /// <summary>Prometheus' text format (open without the key, like /health, for scrapers; on the HTTP port only).</summary>
     public const string MetricsPath = "/metrics";
 
     public static void Map(WebApplication app, ServerOptions options, ServedModel model, ServerState state)
@@ -79,13 +80,11 @@ public static class OpenAiEndpoints
                 throw new HttpApiException(404, "invalid_request_error", $"The model '{id}' does not exist; this server serves '{model.Name}'", "model", "model_not_found");
             return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, Card(model, created), OpenAiJsonContext.Default.ModelCard);
         }));
-        var exporter = new PrometheusExporter(model.Engine.Meter);
-        app.Lifetime.ApplicationStopped.Register(exporter.Dispose);
-        app.MapGet(MetricsPath, guard.Wrap(async context =>
-        {
-            context.Response.ContentType = PrometheusExporter.ContentType;
-            await context.Response.WriteAsync(exporter.Scrape(), context.RequestAborted).ConfigureAwait(false);
-        }));
+        var metrics = new MetricsExport(model.Engine.Meter, model.Name, app.Services.GetRequiredService<IMeterFactory>());
+        app.Lifetime.ApplicationStopped.Register(metrics.Dispose);
+        app.MapGet(MetricsPath, guard.Wrap(context => context.Connection.LocalPort == options.HttpPort
+            ? metrics.WriteAsync(context)
+            : throw new HttpApiException(404, "invalid_request_error", $"no route for GET {MetricsPath} on this port", code: "not_found")));
         app.MapGet(EnginePath, guard.Wrap(context =>
         {
             var snapshot = model.Engine.Snapshot;
