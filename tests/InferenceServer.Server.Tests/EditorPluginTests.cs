@@ -21,7 +21,8 @@ namespace InferenceServer.Server.Tests;
 ///     crates/http-api-bindings/src/completion/llama.rs; POST /completion, streamed, reads content and stop.
 ///   - Continue 1.3.40 (continuedev/continue d0a3c0b626b5bebc3bef4742eec05a0242be0bab), OpenAI
 ///     provider for autocomplete: core/llm/llms/OpenAI.ts _legacystreamComplete with the
-///     stable-code FIM template's stops (core/autocomplete/templating) and the common stops; POST
+///     stable-code FIM template (core/autocomplete/templating, its choice for a model name it does
+///     not know), whose seven stops and the three common ones make ten; POST
 ///     /v1/completions, streamed, reads choices[0].text until [DONE].
 /// </summary>
 [Collection(ServerCollection.Name)]
@@ -178,7 +179,7 @@ public sealed class EditorPluginTests(ServerFixture fixture) : IDisposable
     {
         var prompt = "<fim_prefix>def add(a, b):\n    return <fim_suffix>\n\nprint(add(1, 2))\n<fim_middle>";
         string Body(bool stream) =>
-            $$"""{"seed": 1750000000000, "prompt": {{J(prompt)}}, "n_predict": 32, "temperature": 0.1, "stream": {{(stream ? "true" : "false")}}, "penalty_last_n": 0, "presence_penalty": 0.0}""";
+            $$"""{"seed": 1750000000000, "prompt": {{J(prompt)}}, "n_predict": 64, "temperature": 0.1, "stream": {{(stream ? "true" : "false")}}, "penalty_last_n": 0, "presence_penalty": 0.0}""";
         var whole = await HttpTest.PostOkAsync(_client, "/completion", Body(false));
         // The marker texts are read as the FIM tokens: 3 markers and a token per character.
         Assert.Equal(3 + "def add(a, b):\n    return ".Length + "\n\nprint(add(1, 2))\n".Length, whole.GetProperty("tokens_evaluated").GetInt32());
