@@ -32,6 +32,26 @@ public sealed record GenerationRequest
     /// <summary>Higher runs first; equal priorities run first come, first served.</summary>
     public int Priority { get; init; }
 
+    /// <summary>
+    /// Compute the prompt and end without generating: a cache warm-up. The prompt's KV stays in
+    /// the prefix cache like any finished sequence's; the output has no tokens and finishes with
+    /// <see cref="FinishReason.Length"/>.
+    /// </summary>
+    public bool PrefillOnly { get; init; }
+
+    /// <summary>
+    /// When positive, a line of the output (after its first newline) whose indentation, in spaces
+    /// and tabs, is less than this ends the generation: the output stops after that line's
+    /// indentation, and the generation finishes with <see cref="FinishReason.Length"/>.
+    /// </summary>
+    public int MinLineIndent { get; init; }
+
+    /// <summary>
+    /// Once this much time has passed since the first generated token, the generation ends with
+    /// the next token whose text holds a newline (<see cref="FinishReason.Length"/>); null for no limit.
+    /// </summary>
+    public TimeSpan? NewlineTimeLimit { get; init; }
+
     public string? RequestId { get; init; }
 }
 

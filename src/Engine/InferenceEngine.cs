@@ -351,6 +351,11 @@ public sealed class InferenceEngine : IAsyncDisposable
     // Sample the next token from the logits of the sequence's last computed position.
     internal void Accept(Sequence sequence, ReadOnlySpan<float> logits)
     {
+        if (sequence.Request.PrefillOnly)
+        {
+            Complete(sequence, FinishReason.Length, null);
+            return;
+        }
         if (sequence.HealingLeft > 0)
             logits = HealingLogits(sequence, logits);
         var sampled = sequence.Sampler.Sample(logits, _workspace, _alternatives.AsSpan(0, sequence.Request.Sampling.Logprobs), out var alternativeCount);
@@ -364,7 +369,7 @@ public sealed class InferenceEngine : IAsyncDisposable
     /// masks the logits, so it needs the row.
     /// </summary>
     internal static bool NeedsLogits(Sequence sequence, int topK) =>
-        sequence.HealingLeft > 0 || !sequence.Sampler.CanSampleFromTop(topK);
+        !sequence.Request.PrefillOnly && (sequence.HealingLeft > 0 || !sequence.Sampler.CanSampleFromTop(topK));
 
     /// <summary>
     /// Chooses a token for a sequence that <see cref="NeedsLogits"/> says needs nothing more than
@@ -373,6 +378,11 @@ public sealed class InferenceEngine : IAsyncDisposable
     /// </summary>
     internal void AcceptReduced(Sequence sequence, int argMax, ReadOnlySpan<float> topLogits, ReadOnlySpan<long> topIds, float logSumExp)
     {
+        if (sequence.Request.PrefillOnly)
+        {
+            Complete(sequence, FinishReason.Length, null);
+            return;
+        }
         var alternatives = _alternatives.AsSpan(0, sequence.Request.Sampling.Logprobs);
         if (!sequence.Request.Sampling.IsGreedy)
         {
@@ -417,14 +427,40 @@ public sealed class InferenceEngine : IAsyncDisposable
         var isStopId = (!request.IgnoreEos && _stopIds.Contains(token)) || ContainsStopId(request.StopTokenIds, token);
         // A stop id's own text is not output.
         var text = isStopId ? default : sequence.Detokenizer.Add(token);
-        sequence.Output.Append(token, text, sampled.Logprob, _alternatives.AsSpan(0, alternativeCount));
+        var cut = request.MinLineIndent > 0 ? UnderIndented(sequence, text, request.MinLineIndent) : -1;
+        sequence.Output.Append(token, cut < 0 ? text : text[..cut], sampled.Logprob, _alternatives.AsSpan(0, alternativeCount));
 
         if (isStopId)
             Complete(sequence, FinishReason.Stop, null);
         else if (sequence.Detokenizer.Stopped)
             Complete(sequence, FinishReason.Stop, sequence.Detokenizer.MatchedStop);
+        else if (cut >= 0)
+            Complete(sequence, FinishReason.Length, null, flushHeldText: false); // what the detokenizer holds comes after the cut
+        else if (request.NewlineTimeLimit is { } limit && text.Contains('\n') && Stopwatch.GetElapsedTime(sequence.FirstTokenAt, now) > limit)
+            Complete(sequence, FinishReason.Length, null);
         else if (sequence.Generated - sequence.HealingTokens >= request.MaxTokens || sequence.Length >= _scheduler.Capacity)
             Complete(sequence, FinishReason.Length, null);
+    }
+
+    // Where in the new text a line after the first newline starts with less indentation than
+    // required (the index of its first other character), or -1; the state carries across tokens.
+    private static int UnderIndented(Sequence sequence, ReadOnlySpan<char> text, int minIndent)
+    {
+        for (var i = 0; i < text.Length; i++)
+        {
+            var c = text[i];
+            if (c == '\n')
+                sequence.LineIndent = 0;
+            else if (sequence.LineIndent < 0)
+                continue;
+            else if (c is ' ' or '\t')
+                sequence.LineIndent++;
+            else if (sequence.LineIndent < minIndent)
+                return i;
+            else
+                sequence.LineIndent = -1;
+        }
+        return -1;
     }
 
     // While healed bytes are left to spell, the next token must start with all of them or be a
@@ -460,9 +496,9 @@ public sealed class InferenceEngine : IAsyncDisposable
         return false;
     }
 
-    private void Complete(Sequence sequence, FinishReason reason, string? matchedStop)
+    private void Complete(Sequence sequence, FinishReason reason, string? matchedStop, bool flushHeldText = true)
     {
-        if (reason != FinishReason.Stop || matchedStop is null)
+        if (flushHeldText && (reason != FinishReason.Stop || matchedStop is null))
         {
             // Whatever the detokenizer still held back (a possible stop-string start) is final text now.
             sequence.Output.AppendText(reason == FinishReason.Cancelled ? default : sequence.Detokenizer.Finish());

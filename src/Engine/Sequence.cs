@@ -62,6 +62,9 @@ internal sealed class Sequence : IDisposable
     public int HealingTokens { get; set; }
     public bool IsDecoding => Computed == Length - 1;
 
+    /// <summary>Spaces and tabs so far at the start of the output's current line; -1 before the first newline and past the indentation.</summary>
+    public int LineIndent { get; set; } = -1;
+
     public long SubmittedAt { get; }
     public long FirstAdmittedAt { get; set; }
     public long FirstTokenAt { get; set; }

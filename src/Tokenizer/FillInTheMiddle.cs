@@ -76,4 +76,30 @@ public sealed record FimTemplate(string Family, int PrefixId, int SuffixId, int 
         ids.Add(MiddleId);
         return [.. ids];
     }
+
+    /// <summary>
+    /// The same prompt from a prefix and suffix already encoded (without special-token parsing),
+    /// for a caller that trims them to fit a context.
+    /// </summary>
+    public int[] Build(Tokenizer tokenizer, ReadOnlySpan<int> prefix, ReadOnlySpan<int> suffix)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        var ids = new List<int>(prefix.Length + suffix.Length + 8);
+        if (AddsBos)
+            ids.AddRange(tokenizer.LeadingSpecialIds);
+        ids.Add(PrefixId);
+        if (Order == FimOrder.SuffixPrefixMiddle)
+        {
+            ids.Add(SuffixId);
+            ids.AddRange(suffix);
+            ids.Add(MiddleId);
+            ids.AddRange(prefix);
+            return [.. ids];
+        }
+        ids.AddRange(prefix);
+        ids.Add(SuffixId);
+        ids.AddRange(suffix);
+        ids.Add(MiddleId);
+        return [.. ids];
+    }
 }

@@ -90,6 +90,25 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
     }
 
     [Fact]
+    public async Task A_prefill_only_request_generates_nothing_and_leaves_its_prompt_cached()
+    {
+        var prompt = EngineFixture.Prompt(40, seed: 21);
+        await using var test = new PagedEngine(model);
+        var warm = await test.Engine.Submit(Greedy(prompt, maxTokens: 1) with { PrefillOnly = true }).CollectAsync();
+        Assert.Empty(warm.TokenIds);
+        Assert.Equal("", warm.Text);
+        Assert.Equal(FinishReason.Length, warm.FinishReason);
+        Assert.Equal(40, warm.Usage.PromptTokens);
+        Assert.Equal(0, warm.Usage.CompletionTokens);
+        await test.AssertIdleAsync();
+
+        var next = await test.Engine.Submit(Greedy([.. prompt, .. EngineFixture.Prompt(3, seed: 22)], maxTokens: 2)).CollectAsync();
+        Assert.Equal(32, next.Usage.CachedPromptTokens); // the warm-up's two full blocks of 16
+        Assert.Equal(2, next.Usage.CompletionTokens);
+        await test.AssertIdleAsync();
+    }
+
+    [Fact]
     public async Task When_the_pool_runs_out_sequences_are_preempted_and_still_get_their_tokens()
     {
         var requests = Enumerable.Range(0, 4).Select(i => Greedy(EngineFixture.Prompt(20, seed: 30 + i), maxTokens: 40)).ToArray();

@@ -181,7 +181,9 @@ internal static class HttpCorpus
             add(Bad($"{Infill} {field} = {value}", Infill, Body(Infill, field, value)));
         add(Bad($"{c} echo = true", c, Body(c, "echo", "true"), param: "echo"));
         add(Bad($"{c} prompt longer than the context", c, Body(c, "prompt", $"\"{new string('x', 600)}\"")));
-        add(Bad($"{Infill} prefix longer than the context", Infill, Body(Infill, "input_prefix", $"\"{new string('x', 600)}\"")));
+        // /infill trims the prefix and suffix to the context, as llama.cpp does; only the middle cannot be trimmed.
+        add(Ok($"{Infill} prefix longer than the context is trimmed", Infill, Body(Infill, "input_prefix", $"\"{new string('x', 600)}\"")));
+        add(Bad($"{Infill} prompt (the middle) longer than the context", Infill, Body(Infill, "prompt", $"\"{new string('x', 600)}\"")));
 
         // Extreme values that are valid: served.
         foreach (var (field, value) in new[] { ("seed", "9223372036854775807"), ("seed", "-9223372036854775808"), ("top_k", "-1"), ("logprobs", "0"), ("n", "1"), ("best_of", "1") })

@@ -68,9 +68,11 @@ public static class OpenAiEndpoints
 
         var completions = new CompletionsEndpoint(options, model, state);
         var infill = new InfillEndpoint(options, model, state);
+        var nativeCompletion = new NativeCompletionEndpoint(options, model, state);
         var guard = new Guard(logger, state);
         app.MapPost("/v1/completions", guard.Wrap(completions.HandleAsync));
         app.MapPost("/infill", guard.Wrap(infill.HandleAsync));
+        app.MapPost("/completion", guard.Wrap(nativeCompletion.HandleAsync));
         app.MapGet("/v1/models", guard.Wrap(context => HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK,
             new ModelList { Data = [Card(model, created)] }, OpenAiJsonContext.Default.ModelList)));
         app.MapGet("/v1/models/{**id}", guard.Wrap(context =>

@@ -144,16 +144,12 @@ internal sealed class ErrorBody
     public string? Code { get; init; }
 }
 
-/// <summary>POST /infill as llama.cpp's server takes it (the fields editor plugins send).</summary>
-internal sealed class InfillRequest
+/// <summary>
+/// The fields llama.cpp's native endpoints (/infill, /completion) share. Fields they take that do
+/// not apply here (cache_prompt, id_slot, samplers, n_cmpl, lora, ...) are unknown fields, ignored.
+/// </summary>
+internal abstract class LlamaCppRequest
 {
-    public string? InputPrefix { get; set; }
-    public string? InputSuffix { get; set; }
-    public IReadOnlyList<InfillExtraChunk>? InputExtra { get; set; }
-
-    /// <summary>Text the middle starts with (llama.cpp puts it after the FIM middle token).</summary>
-    public string? Prompt { get; set; }
-
     public int? NPredict { get; set; }
     public double? Temperature { get; set; }
     public int? TopK { get; set; }
@@ -162,16 +158,49 @@ internal sealed class InfillRequest
     public double? RepeatPenalty { get; set; }
     public double? PresencePenalty { get; set; }
     public double? FrequencyPenalty { get; set; }
+
+    /// <summary>-1 or absent: random.</summary>
     public long? Seed { get; set; }
+
     public JsonElement Stop { get; set; }
     public bool? Stream { get; set; }
     public bool? IgnoreEos { get; set; }
 
-    /// <summary>Extension: spell the prefix's last token again (default on).</summary>
+    /// <summary>A line after the first newline indented less than this ends the completion.</summary>
+    public int? NIndent { get; set; }
+
+    /// <summary>Accepted and not applied, as llama.cpp's server does.</summary>
+    public long? TMaxPromptMs { get; set; }
+
+    /// <summary>After this many milliseconds of generating, the completion ends at the next newline.</summary>
+    public long? TMaxPredictMs { get; set; }
+
+    /// <summary>Paths ("timings/prompt_n") of the final result's fields to return, flat, under those keys.</summary>
+    public IReadOnlyList<string>? ResponseFields { get; set; }
+
+    /// <summary>Extension: spell the prompt's last token again.</summary>
     public bool? TokenHealing { get; set; }
 
     /// <summary>Extension: higher runs first, within the server's allowed range (default 0).</summary>
     public int? Priority { get; set; }
+}
+
+/// <summary>POST /infill as llama.cpp's server takes it (the fields editor plugins send).</summary>
+internal sealed class InfillRequest : LlamaCppRequest
+{
+    public string? InputPrefix { get; set; }
+    public string? InputSuffix { get; set; }
+    public IReadOnlyList<InfillExtraChunk>? InputExtra { get; set; }
+
+    /// <summary>Text the middle starts with (llama.cpp puts it after the FIM middle token).</summary>
+    public string? Prompt { get; set; }
+}
+
+/// <summary>POST /completion, llama.cpp's own completion endpoint.</summary>
+internal sealed class NativeCompletionRequest : LlamaCppRequest
+{
+    /// <summary>A string (special tokens' text is parsed) or an array of token ids.</summary>
+    public JsonElement Prompt { get; set; }
 }
 
 internal sealed class InfillExtraChunk
@@ -232,4 +261,6 @@ internal sealed class InfillTimings
 [JsonSerializable(typeof(InfillRequest))]
 [JsonSerializable(typeof(InfillPartial))]
 [JsonSerializable(typeof(InfillResult))]
+[JsonSerializable(typeof(NativeCompletionRequest))]
+[JsonSerializable(typeof(Dictionary<string, JsonElement>))]
 internal sealed partial class OpenAiJsonContext : JsonSerializerContext;
