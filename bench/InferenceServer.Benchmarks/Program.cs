@@ -11,6 +11,22 @@ if (args is ["engine", ..])
     return;
 }
 
+// "tokenizer-libraries [NAME...]": exactness, speed and allocations of our tokenizer and two
+// libraries on the oracle's tokenizers (a table, not BenchmarkDotNet; src/Tokenizer/README.md).
+// "--show N" prints the first N mismatching strings of each to stderr.
+if (args is ["tokenizer-libraries", .. var rest])
+{
+    var show = 0;
+    if (rest is ["--show", var count, .. var others])
+    {
+        show = int.Parse(count, System.Globalization.CultureInfo.InvariantCulture);
+        rest = others;
+    }
+    InferenceServer.Benchmarks.TokenizerLibraries.TokenizerLibraryComparison.Run(
+        rest.Length > 0 ? rest : ["qwen3", "llama3", "deepseek_v3", "llama2", "minicoder"], show);
+    return;
+}
+
 // Every benchmark of the repository, chosen with --filter (e.g. --filter '*DecodeStep*').
 // They run in-process: the native ONNX Runtime library sits beside this program, and a separate
 // generated project per benchmark would have to find it again.

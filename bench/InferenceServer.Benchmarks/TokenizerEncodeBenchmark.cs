@@ -24,7 +24,7 @@ public class TokenizerEncodeBenchmark
     public void Setup()
     {
         var oracle = BenchModels.RepoFile("tests/fixtures/tokenizer/oracle.sh");
-        var golden = RunScript(oracle, []).Trim();
+        var golden = OracleFolder();
         _tokenizer = Tokenizer.Tokenizer.Load(Path.Combine(golden, "tokenizers", Name, "tokenizer.json"));
         _text = SourceText();
         _ids = new List<int>(_text.Length);
@@ -47,7 +47,11 @@ public class TokenizerEncodeBenchmark
         return _ids.Count;
     }
 
-    private static string SourceText()
+    /// <summary>The oracle's golden folder (tests/fixtures/tokenizer/README.md), made on first use.</summary>
+    public static string OracleFolder() => RunScript(BenchModels.RepoFile("tests/fixtures/tokenizer/oracle.sh"), []).Trim();
+
+    /// <summary>1 MB of Python source, cut on a character boundary.</summary>
+    public static string SourceText()
     {
         var folder = Directory.GetDirectories("/usr/lib", "python3*").Order(StringComparer.Ordinal).FirstOrDefault(d => File.Exists(Path.Combine(d, "os.py")))
             ?? throw new DirectoryNotFoundException("no Python standard library under /usr/lib to take source text from");

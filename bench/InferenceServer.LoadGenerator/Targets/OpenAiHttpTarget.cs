@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Net.ServerSentEvents;
 using System.Net.Http.Headers;
 using System.Text.Json;
 using InferenceServer.LoadGenerator.Measurement;
@@ -41,7 +42,6 @@ public sealed class OpenAiHttpTarget : ILoadTarget
         using var message = new HttpRequestMessage(HttpMethod.Post, _completions) { Content = Body(request) };
         if (_apiKey is not null)
             message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _apiKey);
-        var buffer = ArrayPool<byte>.Shared.Rent(16 * 1024);
         try
         {
             using var response = await _http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
@@ -54,19 +54,11 @@ public sealed class OpenAiHttpTarget : ILoadTarget
                 return await ReadWholeAsync(response, timer, cancellationToken).ConfigureAwait(false);
             var stream = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
             var state = new StreamState(timer);
-            var parser = new SseParser();
-            SseEventHandler onEvent = state.OnEvent;
+            // The framework's SSE parser (System.Net.ServerSentEvents) hands each event's data over as bytes.
             // Read to the end even after [DONE]: a response left unfinished closes its connection instead of returning it to the pool.
-            while (true)
+            var events = SseParser.Create(stream, (_, data) => state.OnEvent(data));
+            await foreach (var _ in events.EnumerateAsync(cancellationToken).ConfigureAwait(false))
             {
-                var read = await stream.ReadAsync(buffer, cancellationToken).ConfigureAwait(false);
-                if (read == 0)
-                {
-                    parser.Finish(onEvent);
-                    break;
-                }
-                if (!parser.Stopped)
-                    parser.Feed(buffer.AsSpan(0, read), onEvent);
             }
             if (state.Error is { } error)
                 return timer.Failed("stream:error", error);
@@ -90,10 +82,6 @@ public sealed class OpenAiHttpTarget : ILoadTarget
         catch (JsonException e)
         {
             return timer.Failed("stream:malformed", e.Message);
-        }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
         }
     }
 
@@ -178,17 +166,24 @@ public sealed class OpenAiHttpTarget : ILoadTarget
         public int? CachedTokens { get; private set; }
         public string? Error { get; private set; }
 
+        /// <summary>[DONE] or an error ends the stream; events after it are ignored.</summary>
+        public bool Stopped { get; private set; }
+
         public bool OnEvent(ReadOnlySpan<byte> data)
         {
+            if (Stopped)
+                return false;
             if (data.SequenceEqual("[DONE]"u8))
             {
                 Done = true;
+                Stopped = true;
                 return false;
             }
             var chunk = CompletionChunk.Parse(data);
             if (chunk.Error is { } error)
             {
                 Error = error;
+                Stopped = true;
                 return false;
             }
             // A chunk per token is what servers send; where one carries more, usage corrects the total.
