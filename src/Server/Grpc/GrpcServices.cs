@@ -29,6 +29,9 @@ internal static class GrpcServices
             grpc.MaxReceiveMessageSize = options.MaxMessageBytes;
             grpc.MaxSendMessageSize = options.MaxMessageBytes;
             grpc.Interceptors.Add<GrpcCallPolicy>();
+            // The library's catch-all route for unknown services accepts every HTTP method, so on the
+            // HTTP port it would turn routing's 405s into 404s; unknown paths are answered here instead.
+            grpc.IgnoreUnknownServices = true;
             // Identity and gzip (the library adds deflate too when none is named).
             grpc.CompressionProviders = [new GzipMessages()];
         });
@@ -63,7 +66,7 @@ internal static class GrpcServices
         app.MapGrpcReflectionService().WithMetadata(GrpcPortEndpoint.Instance);
     }
 
-    // Paths no service routes (the library answers unknown methods of its services itself):
+    // Paths no service routes (the library answers unknown methods of known services itself):
     // UNIMPLEMENTED to a gRPC call, plain HTTP 415 to anything else, as the gRPC spec asks.
     private static Task NoSuchMethodAsync(HttpContext context)
     {

@@ -67,7 +67,9 @@ internal sealed class InferenceService(ServerOptions options, ServedModel model)
                 delta.FinishReason = Map(e.FinishReason!.Value);
                 delta.Usage = Map(e.Usage!.Value);
             }
-            await responseStream.WriteAsync(delta, context.CancellationToken).ConfigureAwait(false);
+            // No token here: the library resets the stream when a write's token fires, and a call the
+            // shutdown ends should end with its status, not a reset (the generation stops through the token above).
+            await responseStream.WriteAsync(delta).ConfigureAwait(false);
         }
     }
 
