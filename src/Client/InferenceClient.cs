@@ -1,145 +1,147 @@
-using System.Buffers.Binary;
-using System.Globalization;
-using System.Net;
-using System.Net.Http.Headers;
 using System.Runtime.CompilerServices;
 using Google.Protobuf;
+using Grpc.Core;
+using Grpc.Health.V1;
+using Grpc.Net.Client;
 using InferenceServer.Protocol;
-using InferenceServer.Protocol.Health;
 
 namespace InferenceServer.Client;
 
 /// <summary>A call that ended with a gRPC status other than OK.</summary>
-public sealed class GrpcCallException(int status, string message) : Exception($"gRPC status {status}: {message}")
+public sealed class GrpcCallException(int status, string message, Exception? inner = null)
+    : Exception($"gRPC status {status}: {message}", inner)
 {
+    /// <summary>The gRPC status code (3 INVALID_ARGUMENT, 14 UNAVAILABLE, ...).</summary>
     public int Status { get; } = status;
+
+    /// <summary>The server's grpc-message (or the client's own account of a transport failure).</summary>
     public string StatusMessage { get; } = message;
 }
 
 /// <summary>
-/// Calls the inference.v1.Inference service (and grpc.health.v1.Health) over HTTP/2 with
-/// HttpClient: plaintext h2c for http:// addresses, TLS for https://.
+/// Calls the inference.v1.Inference service and grpc.health.v1.Health over one gRPC channel:
+/// plaintext HTTP/2 for http:// addresses, TLS for https://. Failures are <see cref="GrpcCallException"/>;
+/// a cancelled token ends a call with <see cref="OperationCanceledException"/>, and stopping a stream's
+/// enumeration early cancels the call on the server.
 /// </summary>
 public sealed class InferenceClient : IDisposable
 {
-    private readonly HttpClient _http;
-    private readonly string? _apiKey;
+    private readonly GrpcChannel _channel;
+    private readonly Inference.InferenceClient _inference;
+    private readonly Health.HealthClient _health;
+    private readonly Metadata? _headers;
 
+    /// <param name="address">The server's gRPC port, e.g. http://127.0.0.1:50051.</param>
+    /// <param name="apiKey">Sent on every call as "authorization: Bearer KEY".</param>
+    /// <param name="handler">The HTTP handler to send through (TLS settings, say); the client disposes it.</param>
     public InferenceClient(Uri address, string? apiKey = null, HttpMessageHandler? handler = null)
     {
-        _http = new HttpClient(handler ?? new SocketsHttpHandler { EnableMultipleHttp2Connections = true })
+        ArgumentNullException.ThrowIfNull(address);
+        _channel = GrpcChannel.ForAddress(address, new GrpcChannelOptions
         {
-            BaseAddress = address,
-            DefaultRequestVersion = HttpVersion.Version20,
-            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            Timeout = Timeout.InfiniteTimeSpan,
-        };
-        _apiKey = apiKey;
+            HttpHandler = handler ?? new SocketsHttpHandler { EnableMultipleHttp2Connections = true },
+            DisposeHttpClient = true,
+            // The server enforces its own limit; the client takes what it is sent.
+            MaxReceiveMessageSize = null,
+        });
+        _inference = new Inference.InferenceClient(_channel);
+        _health = new Health.HealthClient(_channel);
+        _headers = apiKey is null ? null : new Metadata { { "authorization", "Bearer " + apiKey } };
     }
 
     public Task<GenerateResponse> GenerateAsync(GenerateRequest request, TimeSpan? deadline = null, CancellationToken cancellationToken = default) =>
-        UnaryAsync("/inference.v1.Inference/Generate", request, GenerateResponse.Parser, deadline, cancellationToken);
+        RunAsync(_inference.GenerateAsync(request, Options(deadline, cancellationToken)), cancellationToken);
 
+    /// <summary>The deltas of a generation; the last carries the finish reason and the usage.</summary>
     public IAsyncEnumerable<GenerateResponse> GenerateStreamAsync(GenerateRequest request, TimeSpan? deadline = null, CancellationToken cancellationToken = default) =>
-        StreamAsync("/inference.v1.Inference/GenerateStream", request, GenerateResponse.Parser, deadline, cancellationToken);
+        ReadAllAsync(() => _inference.GenerateStream(request, Options(deadline, cancellationToken)), cancellationToken);
 
     public Task<TokenizeResponse> TokenizeAsync(TokenizeRequest request, CancellationToken cancellationToken = default) =>
-        UnaryAsync("/inference.v1.Inference/Tokenize", request, TokenizeResponse.Parser, null, cancellationToken);
+        RunAsync(_inference.TokenizeAsync(request, Options(null, cancellationToken)), cancellationToken);
 
     public Task<DetokenizeResponse> DetokenizeAsync(DetokenizeRequest request, CancellationToken cancellationToken = default) =>
-        UnaryAsync("/inference.v1.Inference/Detokenize", request, DetokenizeResponse.Parser, null, cancellationToken);
+        RunAsync(_inference.DetokenizeAsync(request, Options(null, cancellationToken)), cancellationToken);
 
     public Task<ListModelsResponse> ListModelsAsync(CancellationToken cancellationToken = default) =>
-        UnaryAsync("/inference.v1.Inference/ListModels", new ListModelsRequest(), ListModelsResponse.Parser, null, cancellationToken);
+        RunAsync(_inference.ListModelsAsync(new ListModelsRequest(), Options(null, cancellationToken)), cancellationToken);
 
     public Task<ModelInfo> GetModelInfoAsync(string model, CancellationToken cancellationToken = default) =>
-        UnaryAsync("/inference.v1.Inference/GetModelInfo", new GetModelInfoRequest { Model = model }, ModelInfo.Parser, null, cancellationToken);
+        RunAsync(_inference.GetModelInfoAsync(new GetModelInfoRequest { Model = model }, Options(null, cancellationToken)), cancellationToken);
 
+    /// <summary>grpc.health.v1.Health/Check: the whole server ("") or one service.</summary>
     public Task<HealthCheckResponse> CheckHealthAsync(string service = "", CancellationToken cancellationToken = default) =>
-        UnaryAsync("/grpc.health.v1.Health/Check", new HealthCheckRequest { Service = service }, HealthCheckResponse.Parser, null, cancellationToken);
+        RunAsync(_health.CheckAsync(new HealthCheckRequest { Service = service }, Options(null, cancellationToken)), cancellationToken);
 
-    public async Task<TResponse> UnaryAsync<TResponse>(string method, IMessage request, MessageParser<TResponse> parser, TimeSpan? deadline, CancellationToken cancellationToken)
+    /// <summary>Any method that takes one message and answers one, by its path ("/package.Service/Method").</summary>
+    public Task<TResponse> UnaryAsync<TResponse>(string method, IMessage request, MessageParser<TResponse> parser, TimeSpan? deadline,
+        CancellationToken cancellationToken)
+        where TResponse : class, IMessage<TResponse> =>
+        RunAsync(_channel.CreateCallInvoker().AsyncUnaryCall(Describe(MethodType.Unary, method, parser), null, Options(deadline, cancellationToken), request), cancellationToken);
+
+    /// <summary>Any method that takes one message and answers a stream, by its path ("/package.Service/Method").</summary>
+    public IAsyncEnumerable<TResponse> StreamAsync<TResponse>(string method, IMessage request, MessageParser<TResponse> parser, TimeSpan? deadline,
+        CancellationToken cancellationToken = default)
+        where TResponse : class, IMessage<TResponse> =>
+        ReadAllAsync(() => _channel.CreateCallInvoker().AsyncServerStreamingCall(Describe(MethodType.ServerStreaming, method, parser), null,
+            Options(deadline, cancellationToken), request), cancellationToken);
+
+    private CallOptions Options(TimeSpan? deadline, CancellationToken cancellationToken) =>
+        new(_headers, deadline is { } d ? DateTime.UtcNow + d : null, cancellationToken);
+
+    private static Method<IMessage, TResponse> Describe<TResponse>(MethodType type, string path, MessageParser<TResponse> parser)
         where TResponse : class, IMessage<TResponse>
     {
-        TResponse? result = null;
-        await foreach (var message in StreamAsync(method, request, parser, deadline, cancellationToken).ConfigureAwait(false))
-            result ??= message;
-        return result ?? throw new GrpcCallException(13, "the server sent no response message");
-    }
-
-    /// <summary>A server-streaming call; stopping the enumeration early resets the stream, which cancels the call.</summary>
-    public async IAsyncEnumerable<TResponse> StreamAsync<TResponse>(string method, IMessage request, MessageParser<TResponse> parser, TimeSpan? deadline,
-        [EnumeratorCancellation] CancellationToken cancellationToken = default)
-        where TResponse : class, IMessage<TResponse>
-    {
-        ArgumentNullException.ThrowIfNull(request);
+        ArgumentNullException.ThrowIfNull(path);
         ArgumentNullException.ThrowIfNull(parser);
-        // h2c by prior knowledge: the request itself must say HTTP/2 exactly (the client defaults apply to its helpers only).
-        using var message = new HttpRequestMessage(HttpMethod.Post, method)
+        var parts = path.Split('/');
+        if (parts is not ["", { Length: > 0 } service, { Length: > 0 } name])
+            throw new ArgumentException($"'{path}' is not a method path (/package.Service/Method)", nameof(path));
+        return new Method<IMessage, TResponse>(type, service, name,
+            Marshallers.Create<IMessage>(m => m.ToByteArray(), _ => throw new NotSupportedException("requests are only sent")),
+            Marshallers.Create(r => r.ToByteArray(), parser.ParseFrom));
+    }
+
+    private static async Task<T> RunAsync<T>(AsyncUnaryCall<T> call, CancellationToken cancellationToken)
+    {
+        using (call)
         {
-            Content = Frame(request),
-            Version = HttpVersion.Version20,
-            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        };
-        message.Headers.TE.Add(new TransferCodingWithQualityHeaderValue("trailers"));
-        if (_apiKey is not null)
-            message.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _apiKey);
-        if (deadline is { } d)
-            message.Headers.Add("grpc-timeout", ((long)Math.Ceiling(d.TotalMilliseconds)).ToString(CultureInfo.InvariantCulture) + "m");
-        using var response = await _http.SendAsync(message, HttpCompletionOption.ResponseHeadersRead, cancellationToken).ConfigureAwait(false);
-        if (response.StatusCode != HttpStatusCode.OK)
-            throw new GrpcCallException(14, $"HTTP {(int)response.StatusCode} from the server");
-        // Trailers-only: the call failed before any message.
-        ThrowIfFailed(response.Headers);
-        var body = await response.Content.ReadAsStreamAsync(cancellationToken).ConfigureAwait(false);
-        var header = new byte[5];
-        while (await ReadFullyAsync(body, header, cancellationToken).ConfigureAwait(false))
-        {
-            var length = (int)BinaryPrimitives.ReadUInt32BigEndian(header.AsSpan(1));
-            var payload = new byte[length];
-            if (length > 0 && !await ReadFullyAsync(body, payload, cancellationToken).ConfigureAwait(false))
-                throw new GrpcCallException(13, "the response ended inside a message");
-            yield return parser.ParseFrom(payload);
+            try
+            {
+                return await call.ResponseAsync.ConfigureAwait(false);
+            }
+            catch (RpcException e)
+            {
+                throw Failed(e, cancellationToken);
+            }
         }
-        ThrowIfFailed(response.TrailingHeaders);
-        if (!response.TrailingHeaders.Contains("grpc-status") && !response.Headers.Contains("grpc-status"))
-            throw new GrpcCallException(13, "the response ended without a grpc-status");
     }
 
-    private static async Task<bool> ReadFullyAsync(Stream stream, byte[] buffer, CancellationToken cancellationToken)
+    // Leaving the enumeration early disposes the call, which resets the stream.
+    private static async IAsyncEnumerable<T> ReadAllAsync<T>(Func<AsyncServerStreamingCall<T>> start, [EnumeratorCancellation] CancellationToken cancellationToken)
     {
-        var read = 0;
-        while (read < buffer.Length)
+        using var call = start();
+        while (true)
         {
-            var n = await stream.ReadAsync(buffer.AsMemory(read), cancellationToken).ConfigureAwait(false);
-            if (n == 0)
-                return read == 0 ? false : throw new GrpcCallException(13, "the response ended inside a message frame");
-            read += n;
+            bool more;
+            try
+            {
+                more = await call.ResponseStream.MoveNext(cancellationToken).ConfigureAwait(false);
+            }
+            catch (RpcException e)
+            {
+                throw Failed(e, cancellationToken);
+            }
+            if (!more)
+                yield break;
+            yield return call.ResponseStream.Current;
         }
-        return true;
     }
 
-    private static void ThrowIfFailed(HttpHeaders headers)
-    {
-        if (!headers.TryGetValues("grpc-status", out var values))
-            return;
-        var status = int.Parse(values.First(), CultureInfo.InvariantCulture);
-        if (status == 0)
-            return;
-        var text = headers.TryGetValues("grpc-message", out var messages) ? Uri.UnescapeDataString(messages.First()) : "";
-        throw new GrpcCallException(status, text);
-    }
+    // The caller's own cancellation is an OperationCanceledException, as everywhere in .NET; a deadline is DEADLINE_EXCEEDED.
+    private static Exception Failed(RpcException e, CancellationToken cancellationToken) =>
+        e.StatusCode == StatusCode.Cancelled && cancellationToken.IsCancellationRequested
+            ? new OperationCanceledException("the call was cancelled", e, cancellationToken)
+            : new GrpcCallException((int)e.StatusCode, e.Status.Detail, e);
 
-    private static ByteArrayContent Frame(IMessage message)
-    {
-        var size = message.CalculateSize();
-        var bytes = new byte[5 + size];
-        BinaryPrimitives.WriteUInt32BigEndian(bytes.AsSpan(1), (uint)size);
-        message.WriteTo(bytes.AsSpan(5));
-        var content = new ByteArrayContent(bytes);
-        content.Headers.ContentType = new MediaTypeHeaderValue("application/grpc");
-        return content;
-    }
-
-    public void Dispose() => _http.Dispose();
+    public void Dispose() => _channel.Dispose();
 }

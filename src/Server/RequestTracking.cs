@@ -2,6 +2,7 @@ using System.Diagnostics;
 using InferenceServer.Engine;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging;
 
@@ -13,9 +14,6 @@ internal sealed class RequestRecord(string id)
     public string Id { get; } = id;
     public int? PromptTokens { get; private set; }
     public int? CompletionTokens { get; private set; }
-
-    /// <summary>How a gRPC call ended (null for HTTP, whose status code says it).</summary>
-    public GrpcStatus? GrpcStatus { get; set; }
 
     public static RequestRecord? Of(HttpContext context) => context.Features.Get<RequestRecord>();
 
@@ -73,7 +71,7 @@ internal static partial class RequestTracking
                 {
                     // A client that left gets no status; 499 is what proxies log for it.
                     var left = context.RequestAborted.IsCancellationRequested;
-                    var status = grpc ? (record.GrpcStatus ?? GrpcStatus.Unknown).ToString()
+                    var status = grpc ? GrpcStatusSent(context)
                         : left ? "499" : context.Response.StatusCode.ToString(System.Globalization.CultureInfo.InvariantCulture);
                     if (left)
                         status += " (client left)";
@@ -88,6 +86,16 @@ internal static partial class RequestTracking
         path.StartsWithSegments("/grpc.health.v1.Health/Watch", StringComparison.Ordinal)
         || path.StartsWithSegments("/grpc.reflection.v1.ServerReflection", StringComparison.Ordinal)
         || path.StartsWithSegments("/grpc.reflection.v1alpha.ServerReflection", StringComparison.Ordinal);
+
+    // grpc-status as sent: in the trailers, or in the headers of a call that failed before any message.
+    private static string GrpcStatusSent(HttpContext context)
+    {
+        var sent = context.Response.Headers["grpc-status"].ToString();
+        if (sent.Length == 0)
+            sent = context.Features.Get<IHttpResponseTrailersFeature>()?.Trailers["grpc-status"].ToString() ?? "";
+        return int.TryParse(sent, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var code)
+            ? ((GrpcStatus)code).ToString() : "no status";
+    }
 
     /// <summary>The client's id when it is short and plain (it goes into logs and headers as is), else a new one.</summary>
     internal static string IdFrom(string? given)

@@ -47,17 +47,10 @@ public static partial class ServerHost
                     listen.UseHttps();
             });
         });
+        GrpcServices.Add(builder.Services, options, model, state);
         var app = builder.Build();
         RequestTracking.Use(app, options, state);
-        var grpc = new GrpcEndpoint(options, model, state, app.Services.GetRequiredService<ILoggerFactory>());
-        // Route by the port a request came in on: the gRPC port answers only gRPC.
-        app.Use(async (context, next) =>
-        {
-            if (context.Connection.LocalPort == options.GrpcPort)
-                await grpc.HandleAsync(context).ConfigureAwait(false);
-            else
-                await next(context).ConfigureAwait(false);
-        });
+        GrpcServices.Map(app, options);
         OpenAiEndpoints.Map(app, options, model, state);
         WatchForFault(model, state, app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("InferenceServer.Engine"));
         return app;

@@ -25,6 +25,8 @@ public static class ServerLogging
             // ours; they speak from warnings on unless debugging. A failed start is reported by serve
             // itself in one line, so the host's error with its stack trace is left out too.
             logging.AddFilter("Microsoft", (LogLevel)Math.Max((int)level, (int)LogLevel.Warning));
+            // So do the gRPC library's (a line per call, and each error status it sends).
+            logging.AddFilter("Grpc", (LogLevel)Math.Max((int)level, (int)LogLevel.Warning));
             logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", (LogLevel)Math.Max((int)level, (int)LogLevel.Critical));
         }
     }

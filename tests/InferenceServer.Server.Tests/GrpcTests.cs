@@ -4,8 +4,8 @@ using System.Net.Http.Headers;
 using Google.Protobuf;
 using InferenceServer.Client;
 using InferenceServer.Protocol;
-using InferenceServer.Protocol.Health;
-using InferenceServer.Protocol.Reflection;
+using Grpc.Health.V1;
+using Grpc.Reflection.V1;
 
 namespace InferenceServer.Server.Tests;
 
@@ -170,8 +170,10 @@ public sealed class GrpcTests(ServerFixture server) : IDisposable
         var huge = new byte[5];
         BinaryPrimitives.WriteUInt32BigEndian(huge.AsSpan(1), (uint)(server.Options.MaxMessageBytes + 1));
         Assert.Equal(GrpcStatus.ResourceExhausted, await RawCallAsync(http, huge));
-        // Compression we do not speak.
-        Assert.Equal(GrpcStatus.Unimplemented, await RawCallAsync(http, frame, encoding: "gzip"));
+        // A message compressed in a way we do not speak.
+        var deflated = frame.ToArray();
+        deflated[0] = 1;
+        Assert.Equal(GrpcStatus.Unimplemented, await RawCallAsync(http, deflated, encoding: "deflate"));
         // No message at all.
         Assert.Equal(GrpcStatus.Internal, await RawCallAsync(http, []));
 

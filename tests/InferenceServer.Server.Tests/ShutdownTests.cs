@@ -2,7 +2,7 @@ using System.Net;
 using System.Text.Json;
 using InferenceServer.Client;
 using InferenceServer.Protocol;
-using InferenceServer.Protocol.Health;
+using Grpc.Health.V1;
 
 namespace InferenceServer.Server.Tests;
 

@@ -2,8 +2,53 @@ using System.Buffers;
 using System.Text.Unicode;
 using Google.Protobuf;
 using Google.Protobuf.Reflection;
+using Grpc.Core;
 
 namespace InferenceServer.Server.Grpc;
+
+/// <summary>
+/// Binds a generated service with checks around each method's request parser: a request whose text
+/// is not UTF-8 ends as INVALID_ARGUMENT naming the field, before it is parsed, and bytes that are
+/// not the request message at all as INTERNAL saying so (as gRPC's other servers answer), where the
+/// library would answer UNKNOWN.
+/// </summary>
+internal sealed class CheckedRequestBinder(ServiceBinderBase inner) : ServiceBinderBase
+{
+    public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, UnaryServerMethod<TRequest, TResponse>? handler) =>
+        inner.AddMethod(Checked(method), handler);
+
+    public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, ServerStreamingServerMethod<TRequest, TResponse>? handler) =>
+        inner.AddMethod(Checked(method), handler);
+
+    public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, ClientStreamingServerMethod<TRequest, TResponse>? handler) =>
+        inner.AddMethod(Checked(method), handler);
+
+    public override void AddMethod<TRequest, TResponse>(Method<TRequest, TResponse> method, DuplexStreamingServerMethod<TRequest, TResponse>? handler) =>
+        inner.AddMethod(Checked(method), handler);
+
+    private static Method<TRequest, TResponse> Checked<TRequest, TResponse>(Method<TRequest, TResponse> method)
+        where TRequest : class
+        where TResponse : class
+    {
+        if (Activator.CreateInstance<TRequest>() is not IMessage { Descriptor: var descriptor })
+            return method;
+        var parse = method.RequestMarshaller.ContextualDeserializer;
+        var marshaller = Marshallers.Create(method.RequestMarshaller.ContextualSerializer, context =>
+        {
+            if (Utf8Fields.FindInvalid(descriptor, context.PayloadAsReadOnlySequence()) is { } field)
+                throw new RpcException(new Status(StatusCode.InvalidArgument, $"{field} is not valid UTF-8"));
+            try
+            {
+                return parse(context);
+            }
+            catch (InvalidProtocolBufferException e)
+            {
+                throw new RpcException(new Status(StatusCode.Internal, $"the request is not a valid {descriptor.FullName}: {e.Message}"));
+            }
+        });
+        return new Method<TRequest, TResponse>(method.Type, method.ServiceName, method.Name, marshaller, method.ResponseMarshaller);
+    }
+}
 
 /// <summary>
 /// Checks that a message's string fields (nested messages included) hold UTF-8, as protobuf requires.

@@ -1,6 +1,6 @@
 """Calls the server with Python's grpcio (Debian's python3-grpcio, the C core), a client nobody
-here wrote. Generates the message classes from our .proto files with protoc into a temporary
-folder, then makes plain calls through grpc.Channel.unary_unary / unary_stream.
+here wrote. Generates the message classes with protoc into a temporary folder (inference.proto
+from PROTO_DIR, the standard health.proto from beside this script), then makes plain calls through grpc.Channel.unary_unary / unary_stream.
 
 Usage: grpcio_client.py HOST:PORT PROTO_DIR OUT_DIR
 Prints one JSON object with what came back.
@@ -16,7 +16,9 @@ import grpc
 def main():
     target, proto_dir, out_dir = sys.argv[1:4]
     os.makedirs(out_dir, exist_ok=True)
-    subprocess.run(["protoc", f"--proto_path={proto_dir}", f"--python_out={out_dir}", "inference.proto", "health.proto"], check=True)
+    here = os.path.dirname(os.path.abspath(__file__))
+    subprocess.run(["protoc", f"--proto_path={proto_dir}", f"--proto_path={here}", f"--python_out={out_dir}", "inference.proto", "health.proto"],
+                   check=True)
     sys.path.insert(0, out_dir)
     import inference_pb2  # noqa: E402 (generated above)
     import health_pb2  # noqa: E402
