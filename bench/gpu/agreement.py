@@ -57,12 +57,13 @@ def _delimited(field: int, payload: bytes) -> bytes:
 
 
 def encode_generate_request(prompt_ids: list[int], max_tokens: int, logprobs: int) -> bytes:
-    """GenerateRequest: prompt_token_ids (3), max_tokens (5), temperature 0 (6, greedy), logprobs (16)."""
+    """GenerateRequest: prompt_token_ids (3), max_tokens (5), temperature 0 (6, greedy), logprobs (16), ignore_eos (20)."""
     ids = b"".join(_varint(i) for i in prompt_ids)
     return (_delimited(3, _delimited(1, ids))
             + _key(5, 0) + _varint(max_tokens)
             + _key(6, 5) + struct.pack("<f", 0.0)
-            + _key(16, 0) + _varint(logprobs))
+            + _key(16, 0) + _varint(logprobs)
+            + _key(20, 0) + _varint(1))
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:

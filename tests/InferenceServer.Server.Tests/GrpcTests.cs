@@ -50,6 +50,23 @@ public sealed class GrpcTests(ServerFixture server) : IDisposable
     }
 
     [Fact]
+    public async Task Ignore_eos_generates_past_the_end_of_text_token()
+    {
+        // Seeded sampling from this random-weight model draws end-of-text within a few hundred tokens.
+        GenerateRequest Request(bool ignoreEos) => new()
+        {
+            Prompt = "def f(", MaxTokens = 400, Temperature = 1, Seed = 7, IgnoreEos = ignoreEos,
+        };
+        var ended = await _client.GenerateAsync(Request(ignoreEos: false));
+        Assert.Equal(FinishReason.Stop, ended.FinishReason);
+        Assert.True(ended.Usage.CompletionTokens < 400, $"{ended.Usage.CompletionTokens} tokens");
+        var kept = await _client.GenerateAsync(Request(ignoreEos: true));
+        Assert.Equal(FinishReason.Length, kept.FinishReason);
+        Assert.Equal(400, kept.Usage.CompletionTokens);
+        await server.AssertEngineIdleAsync();
+    }
+
+    [Fact]
     public async Task Infill_builds_a_fill_in_the_middle_prompt()
     {
         var request = new GenerateRequest { Infill = new Infill { Prefix = "def f(x):\n    ", Suffix = "\n    return y\n" }, MaxTokens = 6, Temperature = 0 };

@@ -98,6 +98,8 @@ internal sealed class InferenceService(ServerOptions options, ServedModel model)
         var engineRequest = GenerationRequests.Build(_model, _options.Limits, input, sampling, request.MaxTokens == 0 ? null : request.MaxTokens,
             [.. request.Stop], [.. request.StopTokenIds], request.Priority, request.RequestId, _options.DefaultMaxTokens,
             request.HasTokenHealing ? request.TokenHealing : null);
+        if (request.IgnoreEos)
+            engineRequest = engineRequest with { IgnoreEos = true };
         return _model.Engine.Submit(engineRequest, cancellation);
     }
 
