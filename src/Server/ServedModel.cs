@@ -1,6 +1,7 @@
 using InferenceServer.Engine;
 using InferenceServer.Model;
 using InferenceServer.Tokenizer;
+using InferenceServer.Tokenizer.ChatTemplates;
 
 namespace InferenceServer.Server;
 
@@ -20,8 +21,11 @@ public sealed class ServedModel : IAsyncDisposable
 {
     private readonly IDisposable? _runner;
 
-    public ServedModel(string name, ModelFolder folder, Tokenizer.Tokenizer tokenizer, InferenceEngine engine, int maxBatch, IDisposable? runner = null)
+    /// <param name="chat">The chat template and its tokens; by default read from the folder's tokenizer_config.json.</param>
+    public ServedModel(string name, ModelFolder folder, Tokenizer.Tokenizer tokenizer, InferenceEngine engine, int maxBatch, IDisposable? runner = null, ChatTemplateConfig? chat = null)
     {
+        ArgumentNullException.ThrowIfNull(folder);
+        Chat = chat ?? LoadChat(folder);
         Name = name;
         Folder = folder;
         Tokenizer = tokenizer;
@@ -37,6 +41,9 @@ public sealed class ServedModel : IAsyncDisposable
     public InferenceEngine Engine { get; }
     public FimTemplate? Fim { get; }
     public int MaxBatch { get; }
+
+    /// <summary>tokenizer_config.json's chat template (null Template when the model has none) with its bos and eos tokens.</summary>
+    public ChatTemplateConfig Chat { get; }
     public int ContextLength => Engine.Capacity;
     public int VocabSize => Folder.Config.Model.VocabSize;
 
@@ -85,6 +92,18 @@ public sealed class ServedModel : IAsyncDisposable
         });
         var engine = new InferenceEngine(runner, tokenizer, options);
         return new ServedModel(Path.GetFileName(folder.Path), folder, tokenizer, engine, maxBatch, runner);
+    }
+
+    private static ChatTemplateConfig LoadChat(ModelFolder folder)
+    {
+        try
+        {
+            return ChatTemplateConfig.Load(Path.Combine(folder.Path, "tokenizer_config.json"));
+        }
+        catch (Exception e) when (e is ChatTemplateException or System.Text.Json.JsonException or IOException)
+        {
+            throw new ModelLoadException($"{folder.Path}: cannot read the chat template: {e.Message}", e);
+        }
     }
 
     public async ValueTask DisposeAsync()

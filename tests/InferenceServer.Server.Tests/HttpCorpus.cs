@@ -238,7 +238,7 @@ internal static class HttpCorpus
     {
         (string Method, string Path)[] unknown =
         [
-            ("GET", "/"), ("POST", "/"), ("GET", "/v1"), ("POST", "/v2/completions"), ("POST", "/v1/chat/completions"), ("POST", "/v1/embeddings"),
+            ("GET", "/"), ("POST", "/"), ("GET", "/v1"), ("POST", "/v2/completions"), ("POST", "/v1/chat/completion"), ("POST", "/v1/embeddings"),
             ("POST", "/v1/completion"), ("POST", "/completions"), ("POST", "/infill/x"), ("GET", "/admin"), ("GET", "/admin/engine/x"),
             ("GET", "/health/x"), ("GET", "/metrics/x"), ("GET", "/v1/modelsx"), ("GET", "/%2e%2e/%2e%2e/etc/passwd"), ("DELETE", "/nothing"),
             ("GET", "/" + new string('a', 2000)),

@@ -97,7 +97,7 @@ public sealed class HttpErrorTests(ServerFixture fixture) : IDisposable
     {
         using (var response = await _client.GetAsync("/v1/nothing-here"))
             await HttpTest.AssertErrorAsync(response, HttpStatusCode.NotFound, "not_found");
-        using (var response = await _client.PostAsync("/v1/chat/completions", HttpTest.Json("{}")))
+        using (var response = await _client.PostAsync("/v1/embeddings", HttpTest.Json("{}")))
             await HttpTest.AssertErrorAsync(response, HttpStatusCode.NotFound, "not_found");
         using (var response = await _client.GetAsync("/v1/completions"))
             await HttpTest.AssertErrorAsync(response, HttpStatusCode.MethodNotAllowed, "method_not_allowed");

@@ -32,6 +32,7 @@ public sealed class ServerFixture : IAsyncLifetime
         var tokenizerFolder = _temp.Combine("tokenizer");
         Directory.CreateDirectory(tokenizerFolder);
         await File.WriteAllTextAsync(Path.Combine(tokenizerFolder, "tokenizer.json"), TokenizerJson());
+        await File.WriteAllTextAsync(Path.Combine(tokenizerFolder, "tokenizer_config.json"), TokenizerConfigJson);
         var config = new HfConfig
         {
             Architecture = "LlamaForCausalLM",
@@ -87,6 +88,20 @@ public sealed class ServerFixture : IAsyncLifetime
         }
         Assert.Fail($"the engine did not return to idle: {engine.Snapshot}");
     }
+
+    /// <summary>
+    /// A ChatML-like chat template that ends each message with the eos token (&lt;|endoftext|&gt;, a special token),
+    /// so the rendered prompt holds a control token written as text.
+    /// </summary>
+    public const string ChatTemplate =
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
+
+    private static readonly string TokenizerConfigJson = System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string>
+    {
+        ["chat_template"] = ChatTemplate,
+        ["bos_token"] = "<|endoftext|>",
+        ["eos_token"] = "<|endoftext|>",
+    });
 
     public static int FreePort()
     {

@@ -1,5 +1,4 @@
 using System.Collections.Concurrent;
-using System.Diagnostics;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -74,35 +73,12 @@ public static class TokenizerOracle
     private static string RunScript()
     {
         var script = Path.Combine(FixtureFolder, "oracle.sh");
-        var start = new ProcessStartInfo("bash")
-        {
-            WorkingDirectory = TestPaths.RepoRoot,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        start.ArgumentList.Add(script);
-
-        using var process = Process.Start(start) ?? throw new InvalidOperationException("could not start bash for " + script);
-        // Both pipes drained at once: npm can write a lot to stderr, and a full pipe would block the script.
-        var stderr = process.StandardError.ReadToEndAsync();
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        if (!process.WaitForExit(ScriptTimeout))
-        {
-            process.Kill(entireProcessTree: true);
-            throw new InvalidOperationException($"{script} did not finish within {ScriptTimeout}; its stderr so far:\n{Drained(stderr)}");
-        }
-        process.WaitForExit(); // lets the pipe readers reach the end of output
-        if (process.ExitCode != 0)
-            throw new InvalidOperationException($"{script} failed with exit code {process.ExitCode}:\n{Drained(stderr)}");
-
-        var lines = stdout.Result.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        var stdout = FixtureScripts.Run(script, [], ScriptTimeout);
+        var lines = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (lines.Length != 1 || !Directory.Exists(lines[0]))
-            throw new InvalidOperationException($"{script} should print one existing folder, printed:\n{stdout.Result}\nstderr:\n{Drained(stderr)}");
+            throw new InvalidOperationException($"{script} should print one existing folder, printed:\n{stdout}");
         return lines[0];
     }
-
-    private static string Drained(Task<string> reader) => reader.Wait(TimeSpan.FromSeconds(5)) ? reader.Result : "(no stderr)";
 
     private static IReadOnlyList<string> LoadCorpus()
     {

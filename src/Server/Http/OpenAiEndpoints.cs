@@ -8,7 +8,7 @@ using Microsoft.Extensions.Logging;
 namespace InferenceServer.Server.Http;
 
 /// <summary>
-/// OpenAI-style HTTP: /v1/completions, /v1/models, llama.cpp's /infill, /health, /admin/engine and
+/// OpenAI-style HTTP: /v1/completions, /v1/chat/completions, /v1/models, llama.cpp's /infill, /health, /admin/engine and
 /// Prometheus' /metrics.
 /// Every failure answers with OpenAI's error body {"error": {"message", "type", "param", "code"}};
 /// that includes unknown routes (404), wrong methods (405), a missing or wrong API key (401, every
@@ -67,10 +67,12 @@ public static class OpenAiEndpoints
         });
 
         var completions = new CompletionsEndpoint(options, model, state);
+        var chat = new ChatCompletionsEndpoint(options, model, state);
         var infill = new InfillEndpoint(options, model, state);
         var nativeCompletion = new NativeCompletionEndpoint(options, model, state);
         var guard = new Guard(logger, state);
         app.MapPost("/v1/completions", guard.Wrap(completions.HandleAsync));
+        app.MapPost("/v1/chat/completions", guard.Wrap(chat.HandleAsync));
         app.MapPost("/infill", guard.Wrap(infill.HandleAsync));
         app.MapPost("/completion", guard.Wrap(nativeCompletion.HandleAsync));
         app.MapGet("/v1/models", guard.Wrap(context => HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK,

@@ -7,17 +7,10 @@ namespace InferenceServer.Server.Http;
 // Requests keep fields whose JSON type varies (prompt, stop) as JsonElement and interpret them in code,
 // so a wrong shape gets a message that names the field.
 
-/// <summary>POST /v1/completions (OpenAI's legacy completions, with vLLM-style sampling extensions).</summary>
-internal sealed class CompletionRequest
+/// <summary>The fields OpenAI's completions and chat completions share, with vLLM-style sampling extensions.</summary>
+internal abstract class OpenAiSamplingRequest
 {
     public string? Model { get; set; }
-
-    /// <summary>A string, an array of token ids, or an array holding exactly one of either.</summary>
-    public JsonElement Prompt { get; set; }
-
-    /// <summary>Text after the insertion point: the prompt becomes a fill-in-the-middle prefix.</summary>
-    public string? Suffix { get; set; }
-
     public int? MaxTokens { get; set; }
     public double? Temperature { get; set; }
     public double? TopP { get; set; }
@@ -31,10 +24,7 @@ internal sealed class CompletionRequest
     /// <summary>A string or an array of strings (as many as <see cref="RequestLimits.MaxStopStrings"/>).</summary>
     public JsonElement Stop { get; set; }
 
-    public int? Logprobs { get; set; }
     public int? N { get; set; }
-    public int? BestOf { get; set; }
-    public bool? Echo { get; set; }
     public bool? Stream { get; set; }
     public StreamOptions? StreamOptions { get; set; }
     public JsonElement LogitBias { get; set; }
@@ -43,11 +33,89 @@ internal sealed class CompletionRequest
     /// <summary>Extension (as vLLM): keep generating past the model's end-of-sequence tokens.</summary>
     public bool? IgnoreEos { get; set; }
 
-    /// <summary>Extension: spell the prompt's last token again (default: on with a suffix, off without).</summary>
-    public bool? TokenHealing { get; set; }
-
     /// <summary>Extension (as vLLM): higher runs first, within the server's allowed range (default 0).</summary>
     public int? Priority { get; set; }
+}
+
+/// <summary>POST /v1/completions (OpenAI's legacy completions).</summary>
+internal sealed class CompletionRequest : OpenAiSamplingRequest
+{
+    /// <summary>A string, an array of token ids, or an array holding exactly one of either.</summary>
+    public JsonElement Prompt { get; set; }
+
+    /// <summary>Text after the insertion point: the prompt becomes a fill-in-the-middle prefix.</summary>
+    public string? Suffix { get; set; }
+
+    public int? Logprobs { get; set; }
+    public int? BestOf { get; set; }
+    public bool? Echo { get; set; }
+
+    /// <summary>Extension: spell the prompt's last token again (default: on with a suffix, off without).</summary>
+    public bool? TokenHealing { get; set; }
+}
+
+/// <summary>POST /v1/chat/completions: the prompt is the model's chat template rendered with the messages.</summary>
+internal sealed class ChatCompletionRequest : OpenAiSamplingRequest
+{
+    /// <summary>[{role, content}]: content a string or an array of {type: "text", text} parts.</summary>
+    public JsonElement Messages { get; set; }
+
+    /// <summary>OpenAI's newer name for max_tokens; wins when both are given.</summary>
+    public int? MaxCompletionTokens { get; set; }
+
+    public bool? Logprobs { get; set; }
+    public int? TopLogprobs { get; set; }
+}
+
+internal sealed class ChatCompletionResponse
+{
+    public required string Id { get; init; }
+    public string Object { get; init; } = "chat.completion";
+    public required long Created { get; init; }
+    public required string Model { get; init; }
+    public required IReadOnlyList<ChatChoice> Choices { get; init; }
+    public CompletionUsage? Usage { get; init; }
+}
+
+internal sealed class ChatChoice
+{
+    public int Index { get; init; }
+
+    /// <summary>The whole answer (a chat.completion); null in a chunk.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ChatMessageBody? Message { get; init; }
+
+    /// <summary>The new part of the answer (a chat.completion.chunk); null in a whole answer.</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public ChatMessageBody? Delta { get; init; }
+
+    public ChatLogprobs? Logprobs { get; init; }
+    public string? FinishReason { get; init; }
+}
+
+internal sealed class ChatMessageBody
+{
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Role { get; init; }
+
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? Content { get; init; }
+}
+
+/// <summary>Chat logprobs: {content: [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}.</summary>
+internal sealed class ChatLogprobs
+{
+    public required IReadOnlyList<ChatTokenLogprob> Content { get; init; }
+}
+
+internal sealed class ChatTokenLogprob
+{
+    public required string Token { get; init; }
+    public float Logprob { get; init; }
+    public IReadOnlyList<int>? Bytes { get; init; }
+
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<ChatTokenLogprob>? TopLogprobs { get; init; }
 }
 
 internal sealed class StreamOptions
@@ -253,6 +321,8 @@ internal sealed class InfillTimings
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(CompletionRequest))]
 [JsonSerializable(typeof(CompletionResponse))]
+[JsonSerializable(typeof(ChatCompletionRequest))]
+[JsonSerializable(typeof(ChatCompletionResponse))]
 [JsonSerializable(typeof(ModelList))]
 [JsonSerializable(typeof(ModelCard))]
 [JsonSerializable(typeof(HealthResponse))]

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using InferenceServer.Tokenizer.ChatTemplates;
 
 namespace InferenceServer.Server.Http;
 
@@ -75,6 +76,65 @@ internal static class RequestFields
             default:
                 throw HttpApiException.BadRequest($"stop must be a string or an array of strings, got a JSON {Kind(stop)}", "stop");
         }
+    }
+
+    /// <summary>
+    /// Chat messages: a non-empty array of {role, content}, role one of system, user, assistant, content a
+    /// string or an array of {type: "text", text} parts (joined with newlines, as vLLM does for templates
+    /// that take a string). Each problem is a 400 whose param names the field (messages[2].role).
+    /// </summary>
+    public static IReadOnlyList<ChatMessage> Messages(JsonElement messages)
+    {
+        switch (messages.ValueKind)
+        {
+            case JsonValueKind.Undefined or JsonValueKind.Null:
+                throw HttpApiException.BadRequest("messages is required", "messages");
+            case JsonValueKind.Array:
+                break;
+            default:
+                throw HttpApiException.BadRequest($"messages must be an array of messages, got a JSON {Kind(messages)}", "messages");
+        }
+        if (messages.GetArrayLength() == 0)
+            throw HttpApiException.BadRequest("messages must hold at least one message", "messages");
+        var list = new List<ChatMessage>(messages.GetArrayLength());
+        foreach (var message in messages.EnumerateArray())
+        {
+            var field = $"messages[{list.Count}]";
+            if (message.ValueKind != JsonValueKind.Object)
+                throw HttpApiException.BadRequest($"{field} must be an object with role and content, got a JSON {Kind(message)}", field);
+            if (!message.TryGetProperty("role", out var role) || role.ValueKind == JsonValueKind.Null)
+                throw HttpApiException.BadRequest($"{field}.role is required", field + ".role");
+            if (role.ValueKind != JsonValueKind.String)
+                throw HttpApiException.BadRequest($"{field}.role must be a string, got a JSON {Kind(role)}", field + ".role");
+            var roleName = Text(role, field + ".role");
+            if (roleName is not ("system" or "user" or "assistant"))
+                throw HttpApiException.BadRequest($"{field}.role must be one of system, user, assistant, got '{roleName}'", field + ".role");
+            list.Add(new ChatMessage(roleName, Content(message, field + ".content")));
+        }
+        return list;
+    }
+
+    private static string Content(JsonElement message, string field)
+    {
+        if (!message.TryGetProperty("content", out var content) || content.ValueKind == JsonValueKind.Null)
+            throw HttpApiException.BadRequest($"{field} is required", field);
+        if (content.ValueKind == JsonValueKind.String)
+            return Text(content, field);
+        if (content.ValueKind != JsonValueKind.Array)
+            throw HttpApiException.BadRequest($"{field} must be a string or an array of text parts, got a JSON {Kind(content)}", field);
+        var texts = new List<string>();
+        foreach (var part in content.EnumerateArray())
+        {
+            var partField = $"{field}[{texts.Count}]";
+            if (part.ValueKind != JsonValueKind.Object)
+                throw HttpApiException.BadRequest($"{partField} must be an object {{type: \"text\", text}}, got a JSON {Kind(part)}", partField);
+            if (!part.TryGetProperty("type", out var type) || type.ValueKind != JsonValueKind.String || type.GetString() != "text")
+                throw HttpApiException.BadRequest($"{partField}.type must be \"text\" (this server takes text only)", partField + ".type");
+            if (!part.TryGetProperty("text", out var text) || text.ValueKind != JsonValueKind.String)
+                throw HttpApiException.BadRequest($"{partField}.text must be a string", partField + ".text");
+            texts.Add(Text(text, partField + ".text"));
+        }
+        return string.Join("\n", texts);
     }
 
     /// <summary>
