@@ -106,6 +106,18 @@ public sealed class ServedModel : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Runs one short generation through the whole engine (a prefill, then decode steps), so the
+    /// first client does not pay for what a runtime does on its first runs: kernel selection and
+    /// memory planning on the CPU, kernel loading on CUDA.
+    /// </summary>
+    public async Task WarmUpAsync(CancellationToken cancellationToken = default)
+    {
+        var prompt = Enumerable.Range(0, Math.Min(16, ContextLength - 4)).Select(i => i % VocabSize).ToArray();
+        var request = new GenerationRequest { PromptTokens = prompt, MaxTokens = 2, IgnoreEos = true };
+        await Engine.Submit(request, cancellationToken).CollectAsync(cancellationToken).ConfigureAwait(false);
+    }
+
     public async ValueTask DisposeAsync()
     {
         await Engine.DisposeAsync().ConfigureAwait(false);

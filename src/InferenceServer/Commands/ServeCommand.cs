@@ -139,6 +139,11 @@ internal static partial class ServeCommand
                     Console.Error.WriteLine($"error: {ListenFailure(options, e)}");
                     return 1;
                 }
+                // /health says "loading" until the first steps have run.
+                var warming = System.Diagnostics.Stopwatch.StartNew();
+                WarmingUp(log);
+                await model.WarmUpAsync(cancellationToken);
+                WarmedUp(log, warming.Elapsed.TotalMilliseconds);
                 state.State = ServingState.Serving;
                 var scheme = options.Tls ? "https" : "http";
                 Listening(log, model.Name, $"{scheme}://{options.Host}:{options.GrpcPort}", $"{scheme}://{options.Host}:{options.HttpPort}");
@@ -187,6 +192,12 @@ internal static partial class ServeCommand
 
     [LoggerMessage(EventId = 21, Level = LogLevel.Information, Message = "loaded {Model} in {Seconds:F1} s: {Slots} slots x {Context} tokens")]
     private static partial void ModelLoaded(ILogger logger, string model, double seconds, int slots, int context);
+
+    [LoggerMessage(EventId = 24, Level = LogLevel.Information, Message = "warming up: a first generation through the engine")]
+    private static partial void WarmingUp(ILogger logger);
+
+    [LoggerMessage(EventId = 25, Level = LogLevel.Information, Message = "warmed up in {Milliseconds:F0} ms")]
+    private static partial void WarmedUp(ILogger logger, double milliseconds);
 
     [LoggerMessage(EventId = 22, Level = LogLevel.Information, Message = "serving {Model}: gRPC on {Grpc}, HTTP on {Http}")]
     private static partial void Listening(ILogger logger, string model, string grpc, string http);
