@@ -19,6 +19,10 @@ public static class LevelSummary
         var completed = records.Where(r => r.Outcome == RequestOutcome.Completed).ToList();
         var cancelled = records.Where(r => r.Outcome == RequestOutcome.Cancelled).ToList();
         var failed = records.Where(r => r.Outcome == RequestOutcome.Failed).ToList();
+        // An editor shows the first tokens of a suggestion even when the next keystroke cancels the
+        // rest: latency covers every request that got a first token, completed or cancelled after it.
+        var withFirstToken = WithFirstToken(records).ToList();
+        var cancelledAfterFirst = cancelled.Count(r => r.TimeToFirstTokenMs is not null);
         var seconds = Math.Max(wall.TotalSeconds, 1e-9);
         // Tokens streamed to cancelled requests were generated and delivered too: they count toward throughput.
         long outputTokens = records.Where(r => r.Outcome != RequestOutcome.Failed).Sum(r => (long)r.OutputTokens);
@@ -35,11 +39,13 @@ public static class LevelSummary
             Requests = records.Count,
             Completed = completed.Count,
             Cancelled = cancelled.Count,
+            CancelledAfterFirstToken = cancelledAfterFirst,
+            CancelledBeforeFirstToken = cancelled.Count - cancelledAfterFirst,
             Failed = failed.Count,
             ErrorsByStatus = failed.GroupBy(r => r.ErrorKey ?? "unknown").OrderBy(g => g.Key, StringComparer.Ordinal).ToDictionary(g => g.Key, g => g.Count()),
             FirstError = failed.FirstOrDefault() is { } first ? $"{first.ErrorKey}: {first.ErrorMessage}" : null,
-            TimeToFirstTokenMs = Percentiles.Summarize(completed.Where(r => r.TimeToFirstTokenMs is not null).Select(r => r.TimeToFirstTokenMs!.Value)),
-            InterTokenMs = Percentiles.Summarize(completed.Where(r => r.InterTokenMs is not null).Select(r => r.InterTokenMs!.Value)),
+            TimeToFirstTokenMs = Percentiles.Summarize(withFirstToken.Select(r => r.TimeToFirstTokenMs!.Value)),
+            InterTokenMs = Percentiles.Summarize(withFirstToken.Where(r => r.InterTokenMs is not null).Select(r => r.InterTokenMs!.Value)),
             EndToEndMs = Percentiles.Summarize(completed.Select(r => r.EndMs)),
             OutputTokens = outputTokens,
             OutputTokensPerSecond = outputTokens / seconds,
@@ -50,6 +56,13 @@ public static class LevelSummary
             PrefixCacheShare = reportsCache && promptTokens > 0 ? (double)cachedTokens / promptTokens : null,
             Cancellation = Cancellation(cancelled, wall, counterSource, before, after, cancelToFree),
         };
+    }
+
+    /// <summary>The requests whose latency counts: completed or cancelled, with a first token before they ended.</summary>
+    public static IEnumerable<RequestRecord> WithFirstToken(IEnumerable<RequestRecord> records)
+    {
+        ArgumentNullException.ThrowIfNull(records);
+        return records.Where(r => r.Outcome != RequestOutcome.Failed && r.TimeToFirstTokenMs is not null);
     }
 
     private static CancellationFigures Cancellation(List<RequestRecord> cancelled, TimeSpan wall, string source, EngineCounts? before, EngineCounts? after,

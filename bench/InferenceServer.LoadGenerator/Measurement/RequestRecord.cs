@@ -23,7 +23,7 @@ public sealed record RequestRecord
     /// <summary>Stopwatch timestamp when the request was sent, to place it on the run's timeline.</summary>
     public long SentAt { get; init; }
 
-    /// <summary>Until the first generated token arrived; null when none did.</summary>
+    /// <summary>Until the first generated token arrived; null when none did (for a cancelled request: none before its cancellation).</summary>
     public double? TimeToFirstTokenMs { get; init; }
 
     /// <summary>Until the last generated token arrived; null when none did.</summary>
@@ -51,7 +51,8 @@ public sealed record RequestRecord
 
     /// <summary>
     /// Mean time per output token after the first: (last token - first token) / (tokens after the
-    /// first event). Null with fewer than two tokens.
+    /// first event). For a cancelled request, over the tokens it saw before its cancellation. Null
+    /// with fewer than two tokens.
     /// </summary>
     public double? InterTokenMs =>
         TimeToFirstTokenMs is { } first && LastTokenMs is { } last && OutputTokens > FirstEventTokens && FirstEventTokens > 0
@@ -80,9 +81,13 @@ public sealed class ResponseTimer : IDisposable
     /// <summary>Tokens seen in the stream so far.</summary>
     public int TokensSeen => _tokens;
 
+    /// <summary>
+    /// Notes tokens that arrived. Tokens read after the request was cancelled (already buffered
+    /// when the client gave up) are not counted: the request's figures stop at its cancellation.
+    /// </summary>
     public void Tokens(int count)
     {
-        if (count <= 0)
+        if (count <= 0 || Interlocked.Read(ref _cancelledAt) != 0)
             return;
         var now = Stopwatch.GetTimestamp();
         if (_tokens == 0)

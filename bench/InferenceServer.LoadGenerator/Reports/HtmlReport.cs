@@ -48,7 +48,8 @@ public static class HtmlReport
                 html.AppendLine("<ul class=\"notes\">" + string.Concat(table.Footnotes.Select(n => $"<li>{E(n)}</li>")) + "</ul>");
         }
         html.AppendLine("<p class=\"notes\">TTFT: time to first token. ITL: inter-token latency, per request (last token - first token) / (tokens after the first), "
-            + "summarized over requests. End-to-end: from sending to the end of the stream. Prefix cache: cached prompt tokens / prompt tokens, from the usage servers report. "
+            + "summarized over requests. Both cover every request that got a first token, completed or cancelled after it (a cancelled one with the tokens it saw "
+            + "before its cancellation); cancelled (after / before 1st token) splits the cancelled requests by whether a first token came first. End-to-end: from sending to the end of the stream, over completed requests. Prefix cache: cached prompt tokens / prompt tokens, from the usage servers report. "
             + "Figures for all levels are in report.json beside this file.</p>");
         html.AppendLine("</body></html>");
         return html.ToString();

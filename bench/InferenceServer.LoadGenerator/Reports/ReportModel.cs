@@ -88,11 +88,23 @@ public sealed record LevelReport
     public int Requests { get; init; }
     public int Completed { get; init; }
     public int Cancelled { get; init; }
+
+    /// <summary>Of the cancelled requests, those that got a first token before their cancellation (they count in TTFT and ITL).</summary>
+    public int CancelledAfterFirstToken { get; init; }
+
+    /// <summary>Of the cancelled requests, those cancelled before any token arrived.</summary>
+    public int CancelledBeforeFirstToken { get; init; }
+
     public int Failed { get; init; }
     public Dictionary<string, int> ErrorsByStatus { get; init; } = [];
     public string? FirstError { get; init; }
+    /// <summary>Over every request that got a first token: completed, or cancelled after it.</summary>
     public Distribution? TimeToFirstTokenMs { get; init; }
+
+    /// <summary>Over the same requests; a cancelled one with the tokens it saw before its cancellation.</summary>
     public Distribution? InterTokenMs { get; init; }
+
+    /// <summary>Over completed requests only.</summary>
     public Distribution? EndToEndMs { get; init; }
     public long OutputTokens { get; init; }
     public double OutputTokensPerSecond { get; init; }

@@ -78,23 +78,44 @@ public static class ReportTables
         var footnotes = new List<string>();
         foreach (var level in run.Levels.Where(l => l.ErrorsByStatus.Count > 0))
             footnotes.Add($"{level.Label}: errors {string.Join(", ", level.ErrorsByStatus.Select(kv => $"{kv.Key} x{kv.Value}"))}; first: {level.FirstError}");
+        foreach (var level in run.Levels.Where(l => l.Cancelled > 0))
+            footnotes.Add(FirstTokenLine(level));
         if (run.FillInTheMiddle == false)
             footnotes.Add("the target refused a suffix (no fill-in-the-middle support), so the requests were plain prefix completions");
         var caption = $"{run.Workload} workload against {run.TargetKind} {run.Target}{(run.Reference ? " (reference)" : "")}";
         return new ReportTable(run.Name, caption,
         [
-            run.Workload == "rate" ? "offered rate" : "level", "requests", "ok", "cancelled", "failed",
+            run.Workload == "rate" ? "offered rate" : "level", "requests", "ok", "cancelled (after / before 1st token)", "failed",
             "TTFT p50 / p90 / p99 (ms)", "ITL p50 / p90 / p99 (ms)", "end-to-end p50 / p90 / p99 (ms)",
             "output tok/s", "req/s", "prompt tokens", "prefix cache", "cancel to free",
         ],
         [.. run.Levels.Select(l => new[]
         {
-            l.Label, I(l.Requests), I(l.Completed), I(l.Cancelled), I(l.Failed),
+            l.Label, I(l.Requests), I(l.Completed), CancelledCell(l), I(l.Failed),
             Triple(l.TimeToFirstTokenMs, 1), Triple(l.InterTokenMs, 2), Triple(l.EndToEndMs, 1),
             F(l.OutputTokensPerSecond, 1), F(l.RequestsPerSecond, 2), F(l.MeanPromptTokens, 0),
             l.PrefixCacheShare is { } share ? Percent(share, 1) : "n/a",
             CancelToFree(l),
         })], footnotes);
+    }
+
+    /// <summary>The cancelled requests, split by whether a first token came before the cancellation: "833 (825 / 8)".</summary>
+    public static string CancelledCell(LevelReport level)
+    {
+        ArgumentNullException.ThrowIfNull(level);
+        return level.Cancelled == 0
+            ? "0"
+            : string.Create(CultureInfo.InvariantCulture, $"{level.Cancelled} ({level.CancelledAfterFirstToken} / {level.CancelledBeforeFirstToken})");
+    }
+
+    /// <summary>What TTFT and ITL cover at a level with cancellations.</summary>
+    public static string FirstTokenLine(LevelReport level)
+    {
+        ArgumentNullException.ThrowIfNull(level);
+        var withFirst = level.TimeToFirstTokenMs?.Count ?? 0;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{level.Label}: {level.CancelledAfterFirstToken} of {level.Cancelled} cancelled requests got a first token before their cancellation, {level.CancelledBeforeFirstToken} none; "
+            + $"TTFT and ITL cover the {withFirst} requests with a first token (completed or cancelled after it)");
     }
 
     /// <summary>The engine's own cancel-to-free times where seen; else the share freed within one iteration; else n/a.</summary>

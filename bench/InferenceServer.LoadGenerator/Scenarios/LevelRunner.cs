@@ -48,9 +48,9 @@ public static class LevelRunner
         return (report, records.ToArray());
     }
 
-    /// <summary>Time to first token of every completed request, binned for the report's chart.</summary>
+    /// <summary>Time to first token of every request that got one (completed or cancelled after it), binned for the report's chart.</summary>
     public static Histogram? TimeToFirstToken(IEnumerable<RequestRecord> records) =>
-        Histogram.Of(records.Where(r => r.Outcome == RequestOutcome.Completed && r.TimeToFirstTokenMs is not null).Select(r => r.TimeToFirstTokenMs!.Value).ToArray(), 25, "ms");
+        Histogram.Of(LevelSummary.WithFirstToken(records).Select(r => r.TimeToFirstTokenMs!.Value).ToArray(), 25, "ms");
 
     /// <summary>
     /// The counts once the engine has released what the level left behind (cancelled sequences
@@ -88,7 +88,7 @@ public static class LevelRunner
         var text = string.Create(CultureInfo.InvariantCulture,
             $"{level.Completed} ok, {level.OutputTokensPerSecond:F1} tok/s, TTFT p50 {Ms(level.TimeToFirstTokenMs?.P50)}, ITL p50 {Ms(level.InterTokenMs?.P50)}");
         if (level.Cancelled > 0)
-            text += string.Create(CultureInfo.InvariantCulture, $", {level.Cancelled} cancelled");
+            text += string.Create(CultureInfo.InvariantCulture, $", {level.Cancelled} cancelled ({level.CancelledAfterFirstToken} after a first token)");
         if (level.Failed > 0)
             text += string.Create(CultureInfo.InvariantCulture, $", {level.Failed} failed ({level.FirstError})");
         return text;
