@@ -125,7 +125,7 @@ public sealed class FirstTokenTests
         var markdown = File.ReadAllText(temp.Combine("report.md"));
         Assert.Contains("| level | requests | ok | cancelled (after / before 1st token) | failed |", markdown, StringComparison.Ordinal);
         Assert.Contains("| 4 sessions | 5 | 1 | 3 (2 / 1) | 1 |", markdown, StringComparison.Ordinal);
-        Assert.Contains("4 sessions: 2 of 3 cancelled requests got a first token before their cancellation, 1 none; TTFT and ITL cover the 3 requests", markdown, StringComparison.Ordinal);
+        Assert.Contains("4 sessions: 2 of 3 cancelled requests got a first token before their cancellation, 1 were cancelled before any; TTFT and ITL cover the 3 requests", markdown, StringComparison.Ordinal);
         // Levels without cancellations keep a plain count and no such line.
         Assert.Contains("| 1 stream | 10 | 10 | 0 | 0 |", markdown, StringComparison.Ordinal);
         Assert.DoesNotContain("1 stream: 0 of", markdown, StringComparison.Ordinal);

@@ -114,7 +114,7 @@ public static class ReportTables
         ArgumentNullException.ThrowIfNull(level);
         var withFirst = level.TimeToFirstTokenMs?.Count ?? 0;
         return string.Create(CultureInfo.InvariantCulture,
-            $"{level.Label}: {level.CancelledAfterFirstToken} of {level.Cancelled} cancelled requests got a first token before their cancellation, {level.CancelledBeforeFirstToken} none; "
+            $"{level.Label}: {level.CancelledAfterFirstToken} of {level.Cancelled} cancelled requests got a first token before their cancellation, {level.CancelledBeforeFirstToken} were cancelled before any; "
             + $"TTFT and ITL cover the {withFirst} requests with a first token (completed or cancelled after it)");
     }
 
