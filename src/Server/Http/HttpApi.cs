@@ -3,6 +3,7 @@ using System.IO.Pipelines;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using InferenceServer.Engine;
 using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 
@@ -212,6 +213,41 @@ internal static class HttpApi
         if (error.Status == StatusCodes.Status401Unauthorized)
             context.Response.Headers.WWWAuthenticate = "Bearer";
         await WriteJsonAsync(context, error.Status, ErrorBody(error), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
+    }
+
+    /// <summary>
+    /// A generation as server-sent events: <paramref name="onEvent"/> writes what an event carries,
+    /// <paramref name="onFinish"/> the final events; a generation the shutdown cut off gets an error
+    /// event instead; OpenAI's streams then end with data: [DONE] (<paramref name="endWithDone"/>).
+    /// A client that leaves ends the loop, which abandons the output and frees the sequence.
+    /// </summary>
+    public static async Task StreamEventsAsync(HttpContext context, GenerationOutput output,
+        Func<Utf8JsonWriter, GenerationEvent, Task> onEvent, Func<Utf8JsonWriter, GenerationEvent, Task> onFinish, bool endWithDone)
+    {
+        StartEventStream(context);
+        using var writer = CreateWriter(context.Response.BodyWriter);
+        try
+        {
+            // Send the headers now: a client sees the stream open even while the request waits in the queue.
+            await context.Response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
+            await foreach (var e in output.WithCancellation(context.RequestAborted).ConfigureAwait(false))
+            {
+                await onEvent(writer, e).ConfigureAwait(false);
+                if (!e.IsFinal)
+                    continue;
+                RequestRecord.SetUsage(context, e.Usage!.Value);
+                if (e.FinishReason == FinishReason.Cancelled)
+                    await WriteEventAsync(context, writer, ErrorBody(HttpApiException.ShuttingDown()), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
+                else
+                    await onFinish(writer, e).ConfigureAwait(false);
+                break;
+            }
+            if (endWithDone)
+                await WriteDoneAsync(context).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
+        {
+        }
     }
 
     /// <summary>Starts a server-sent event stream: the status and headers go out with the first event.</summary>

@@ -96,39 +96,26 @@ internal sealed class LlamaCppGeneration(ServedModel model)
 
     private async Task StreamAsync(HttpContext context, GenerationOutput output, bool truncated, long started, IReadOnlyList<string>? fields)
     {
-        HttpApi.StartEventStream(context);
-        using var writer = HttpApi.CreateWriter(context.Response.BodyWriter);
-        try
-        {
-            await context.Response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
-            await foreach (var e in output.WithCancellation(context.RequestAborted).ConfigureAwait(false))
+        // llama.cpp's streams end with the final result, without data: [DONE].
+        await HttpApi.StreamEventsAsync(context, output,
+            async (writer, e) =>
             {
                 if (e.Text.Length > 0)
                 {
                     var partial = new InfillPartial { Content = e.Text, Tokens = e.TokenIds };
                     await HttpApi.WriteEventAsync(context, writer, partial, OpenAiJsonContext.Default.InfillPartial).ConfigureAwait(false);
                 }
-                if (!e.IsFinal)
-                    continue;
-                RequestRecord.SetUsage(context, e.Usage!.Value);
-                if (e.FinishReason == FinishReason.Cancelled)
-                {
-                    await HttpApi.WriteEventAsync(context, writer, HttpApi.ErrorBody(HttpApiException.ShuttingDown()), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
-                    break;
-                }
+            },
+            async (writer, e) =>
+            {
                 var final = Result("", [], StopType(e.FinishReason!.Value, e.MatchedStop), e.MatchedStop ?? "", truncated, e.Usage!.Value,
                     Stopwatch.GetElapsedTime(started));
                 if (fields is null)
                     await HttpApi.WriteEventAsync(context, writer, final, OpenAiJsonContext.Default.InfillResult).ConfigureAwait(false);
                 else
                     await HttpApi.WriteEventAsync(context, writer, Select(final, fields), OpenAiJsonContext.Default.DictionaryStringJsonElement).ConfigureAwait(false);
-                break;
-            }
-        }
-        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
-        {
-            // The client went away; the abandoned output frees the sequence.
-        }
+            },
+            endWithDone: false).ConfigureAwait(false);
     }
 
     /// <summary>

@@ -113,34 +113,18 @@ internal sealed class OpenAiGeneration(ServerOptions options, ServedModel model)
         Func<GenerationEvent, TChunk?> onText, Func<GenerationEvent, IEnumerable<TChunk>> onFinish)
         where TChunk : class
     {
-        HttpApi.StartEventStream(context);
-        using var writer = HttpApi.CreateWriter(context.Response.BodyWriter);
-        try
-        {
-            // Send the headers now: a client sees the stream open even while the request waits in the queue.
-            await context.Response.BodyWriter.FlushAsync(context.RequestAborted).ConfigureAwait(false);
-            await foreach (var e in output.WithCancellation(context.RequestAborted).ConfigureAwait(false))
+        await HttpApi.StreamEventsAsync(context, output,
+            async (writer, e) =>
             {
                 if (onText(e) is { } chunk)
                     await HttpApi.WriteEventAsync(context, writer, chunk, type).ConfigureAwait(false);
-                if (!e.IsFinal)
-                    continue;
-                RequestRecord.SetUsage(context, e.Usage!.Value);
-                if (e.FinishReason == FinishReason.Cancelled)
-                {
-                    await HttpApi.WriteEventAsync(context, writer, HttpApi.ErrorBody(HttpApiException.ShuttingDown()), OpenAiJsonContext.Default.ErrorResponse).ConfigureAwait(false);
-                    break;
-                }
+            },
+            async (writer, e) =>
+            {
                 foreach (var last in onFinish(e))
                     await HttpApi.WriteEventAsync(context, writer, last, type).ConfigureAwait(false);
-                break;
-            }
-            await HttpApi.WriteDoneAsync(context).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (context.RequestAborted.IsCancellationRequested)
-        {
-            // The client went away: leaving the loop abandoned the output, which frees the sequence.
-        }
+            },
+            endWithDone: true).ConfigureAwait(false);
     }
 
     public static string FinishName(FinishReason reason) => reason == FinishReason.Length ? "length" : "stop";
