@@ -59,8 +59,6 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
     public long KvBytesPerToken => 2L * LayerCount * _decoder.NumKeyValueHeads * _decoder.HeadSize * _kvElementSize;
 
-    public bool ContinuationNeedsBatchOne => true;
-
     public DecoderRunner(ModelFolder folder, RunnerOptions options)
     {
         ArgumentNullException.ThrowIfNull(folder);
