@@ -180,7 +180,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
     /// <paramref name="withLogits"/> the whole logits row of each sequence's last token is copied
     /// back as well.
     /// </summary>
-    public PagedStepResult Step(scoped ReadOnlySpan<PagedRow> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> blockTable, int tableWidth, bool withLogits = false)
+    public PagedStepResult Step(scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> blockTable, int tableWidth, bool withLogits = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var batch = rows.Length;
@@ -262,7 +262,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             KvOutputBinding = way;
             try
             {
-                Step([new PagedRow(0, 1)], [0], new int[MaxBlocksPerSequence], MaxBlocksPerSequence);
+                Step([new SequenceStep(0, 1)], [0], new int[MaxBlocksPerSequence], MaxBlocksPerSequence);
                 return;
             }
             catch (OnnxRuntimeException e)
