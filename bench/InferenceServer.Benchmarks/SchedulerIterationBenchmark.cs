@@ -74,7 +74,6 @@ internal sealed class FixedLogitsModel : IDecoderModel
     public int Capacity { get; }
     public int VocabSize { get; }
     public long KvBytesPerToken => 1024;
-    public bool ContinuationNeedsBatchOne => true;
 
     public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens) =>
         _logits.AsSpan(0, rows.Length * VocabSize);

@@ -1,4 +1,3 @@
-using System.Globalization;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -60,8 +59,6 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
     public long KvBytesPerToken => 2L * LayerCount * _decoder.NumKeyValueHeads * _decoder.HeadSize * _kvElementSize;
 
-    public bool ContinuationNeedsBatchOne => true;
-
     public DecoderRunner(ModelFolder folder, RunnerOptions options)
     {
         ArgumentNullException.ThrowIfNull(folder);
@@ -103,10 +100,10 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
         try
         {
-            _pastKeyNames = LayerNames(_decoder.Inputs.PastKeyNames);
-            _pastValueNames = LayerNames(_decoder.Inputs.PastValueNames);
-            _presentKeyNames = LayerNames(_decoder.Outputs.PresentKeyNames);
-            _presentValueNames = LayerNames(_decoder.Outputs.PresentValueNames);
+            _pastKeyNames = LayerNames.ForAll(_decoder.Inputs.PastKeyNames, LayerCount);
+            _pastValueNames = LayerNames.ForAll(_decoder.Inputs.PastValueNames, LayerCount);
+            _presentKeyNames = LayerNames.ForAll(_decoder.Outputs.PresentKeyNames, LayerCount);
+            _presentValueNames = LayerNames.ForAll(_decoder.Outputs.PresentValueNames, LayerCount);
             _positionIdsName = _decoder.Inputs.PositionIds is { } p && _session.InputMetadata.ContainsKey(p) ? p : null;
             CheckContract(out _kvType, out _logitsType, out _logitsPerPosition);
             _kvElementSize = _kvType == TensorElementType.Float ? 4 : 2;
@@ -352,14 +349,6 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             binding.Dispose();
             throw;
         }
-    }
-
-    private string[] LayerNames(string pattern)
-    {
-        var names = new string[LayerCount];
-        for (var i = 0; i < LayerCount; i++)
-            names[i] = pattern.Replace("%d", i.ToString(CultureInfo.InvariantCulture), StringComparison.Ordinal);
-        return names;
     }
 
     // The session must have the inputs and outputs genai_config.json names, with the element

@@ -46,10 +46,10 @@ public sealed class GenaiConfig
         Require(d.HeadSize > 0, "model.decoder.head_size must be positive");
         Require(Model.VocabSize > 0, "model.vocab_size must be positive");
         Require(Model.ContextLength > 0, "model.context_length must be positive");
-        Require(d.Inputs.PastKeyNames.Contains("%d", StringComparison.Ordinal), "model.decoder.inputs.past_key_names needs a %d placeholder");
-        Require(d.Inputs.PastValueNames.Contains("%d", StringComparison.Ordinal), "model.decoder.inputs.past_value_names needs a %d placeholder");
-        Require(d.Outputs.PresentKeyNames.Contains("%d", StringComparison.Ordinal), "model.decoder.outputs.present_key_names needs a %d placeholder");
-        Require(d.Outputs.PresentValueNames.Contains("%d", StringComparison.Ordinal), "model.decoder.outputs.present_value_names needs a %d placeholder");
+        Require(d.Inputs.PastKeyNames.Contains(LayerNames.Placeholder, StringComparison.Ordinal), "model.decoder.inputs.past_key_names needs a %d placeholder");
+        Require(d.Inputs.PastValueNames.Contains(LayerNames.Placeholder, StringComparison.Ordinal), "model.decoder.inputs.past_value_names needs a %d placeholder");
+        Require(d.Outputs.PresentKeyNames.Contains(LayerNames.Placeholder, StringComparison.Ordinal), "model.decoder.outputs.present_key_names needs a %d placeholder");
+        Require(d.Outputs.PresentValueNames.Contains(LayerNames.Placeholder, StringComparison.Ordinal), "model.decoder.outputs.present_value_names needs a %d placeholder");
     }
 }
 

@@ -14,12 +14,6 @@ public interface IDecoderModel
     /// <summary>Bytes of KV cache one token takes, over all layers (keys and values).</summary>
     long KvBytesPerToken { get; }
 
-    /// <summary>
-    /// GroupQueryAttention on the CPU runs several new tokens on top of a past only for one row
-    /// at a time; a model without that limit (the paged CUDA graph) mixes them freely.
-    /// </summary>
-    bool ContinuationNeedsBatchOne { get; }
-
     ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens);
 
     void CopyPrefix(int fromSlot, int toSlot, int length);

@@ -32,5 +32,5 @@ public interface IPagedModel
     /// per row. With <paramref name="withLogits"/> each row's whole logits row comes back too.
     /// The result is valid until the next step.
     /// </summary>
-    PagedStepResult Step(scoped ReadOnlySpan<PagedRow> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> blockTable, int tableWidth, bool withLogits = false);
+    PagedStepResult Step(scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> blockTable, int tableWidth, bool withLogits = false);
 }

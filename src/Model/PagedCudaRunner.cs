@@ -5,50 +5,6 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace InferenceServer.Model;
 
-/// <summary>How a <see cref="PagedCudaRunner"/> sizes its block pool and its step buffers.</summary>
-public sealed record PagedRunnerOptions
-{
-    public int DeviceId { get; init; }
-
-    /// <summary>Tokens per KV block (the pools' second axis).</summary>
-    public int BlockTokens { get; init; } = 16;
-
-    /// <summary>Share of the GPU memory still free after the weights are loaded that the KV pools take.</summary>
-    public double KvMemoryFraction { get; init; } = 0.9;
-
-    /// <summary>Blocks per layer pool; 0 sizes the pool from <see cref="KvBytes"/>, else from <see cref="KvMemoryFraction"/>.</summary>
-    public int KvBlocks { get; init; }
-
-    /// <summary>Device memory for the KV pools of all layers, keys and values; 0 sizes them from <see cref="KvMemoryFraction"/>.</summary>
-    public long KvBytes { get; init; }
-
-    /// <summary>Sequences one step can carry (rows of the block table).</summary>
-    public int MaxSequences { get; init; } = 256;
-
-    /// <summary>New tokens one step can carry, all sequences together (prefill chunks and decodes).</summary>
-    public int MaxStepTokens { get; init; } = 8192;
-
-    /// <summary>Longest sequence (prompt and completion); 0 means the model's context length.</summary>
-    public int MaxSequenceLength { get; init; }
-}
-
-/// <summary>
-/// How the pools' aliased outputs (key_cache_out.N / value_cache_out.N) are bound. PagedAttention
-/// writes into the pools it reads, and ONNX Runtime versions differ in what they accept for its
-/// outputs: the pool itself, nothing (the kernel's output aliases its input), or a buffer ONNX
-/// Runtime places on the device. The runner tries them in this order on a one-token warm-up step
-/// and keeps the first that runs.
-/// </summary>
-public enum KvOutputBinding
-{
-    Pool,
-    Unbound,
-    Device,
-}
-
-/// <summary>One sequence of a paged step: KV for <see cref="PastLength"/> tokens is in its blocks; <see cref="TokenCount"/> new ones follow.</summary>
-public readonly record struct PagedRow(int PastLength, int TokenCount);
-
 /// <summary>
 /// Runs the paged decoder graph on ONNX Runtime's CUDA provider: one run per engine iteration
 /// for any mix of prefill chunks and decodes. The KV pools (one key and one value pool per
@@ -79,8 +35,8 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
     private readonly string _nextToken, _topLogits, _topIds, _logSumExp, _logits;
 
     // Pinned host buffers, sized for the largest step; each step binds views of its own shape.
-    private readonly nint _ids, _cumulativeLengths, _pastLengths, _table, _metadataValues;
-    private readonly nint _nextTokens, _topLogitValues, _topIdValues, _logSumExps, _logitRows;
+    private readonly PinnedBuffers _pinned;
+    private readonly nint _metadataValues;
     private bool _disposed;
 
     public ModelFolder Folder { get; }
@@ -134,24 +90,10 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
         _logSumExp = outputs.LogSumExp ?? throw Missing(folder, "logsumexp");
         _logits = outputs.Logits;
 
-        using var sessionOptions = new SessionOptions
-        {
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-            LogId = _decoder.SessionOptions.LogId,
-        };
-        CudaRuntime.AppendProvider(sessionOptions, options.DeviceId);
+        _session = CreateSession(folder, options.DeviceId);
         try
         {
-            _session = new InferenceSession(folder.DecoderPath, sessionOptions);
-        }
-        catch (OnnxRuntimeException e)
-        {
-            throw new ModelLoadException($"{folder.DecoderPath}: ONNX Runtime cannot load the graph on CUDA: {e.Message}", e);
-        }
-
-        try
-        {
-            var kvInput = LayerName(inputs.PastKeyNames, 0);
+            var kvInput = LayerNames.For(inputs.PastKeyNames, 0);
             KvElementType = _session.InputMetadata.TryGetValue(kvInput, out var kvMeta)
                 ? kvMeta.ElementDataType
                 : throw Missing(folder, kvInput);
@@ -160,34 +102,16 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             KvBytesPerToken = 2L * LayerCount * _decoder.NumKeyValueHeads * _decoder.HeadSize * kvElementSize;
             TopK = (int)_session.OutputMetadata[_topLogits].Dimensions[^1];
 
-            var cudaInfo = _cudaInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
+            _cudaInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.Default);
             _pinnedInfo = new OrtMemoryInfo(OrtMemoryInfo.allocatorCUDA_PINNED, OrtAllocatorType.DeviceAllocator, options.DeviceId, OrtMemType.CpuOutput);
-            _deviceAllocator = new OrtAllocator(_session, cudaInfo);
+            _deviceAllocator = new OrtAllocator(_session, _cudaInfo);
             _pinnedAllocator = new OrtAllocator(_session, _pinnedInfo);
 
-            KvBlocks = options.KvBlocks > 0 ? options.KvBlocks
-                : options.KvBytes > 0 ? (int)Math.Min(options.KvBytes / (2 * LayerCount * blockBytes), int.MaxValue)
-                : BlocksThatFit(options, blockBytes);
+            KvBlocks = PoolBlocks(options, blockBytes);
             if (KvBlocks < MaxBlocksPerSequence)
                 throw new ModelLoadException($"{folder.Path}: the KV pool holds {KvBlocks} blocks of {BlockTokens} tokens, less than one sequence of {Capacity} tokens needs");
-            _keyPools = new OrtValue[LayerCount];
-            _valuePools = new OrtValue[LayerCount];
-            long[] poolShape = [KvBlocks, BlockTokens, _decoder.NumKeyValueHeads, _decoder.HeadSize];
-            for (var layer = 0; layer < LayerCount; layer++)
-            {
-                _keyPools[layer] = Own(OrtValue.CreateAllocatedTensorValue(_deviceAllocator, KvElementType, poolShape));
-                _valuePools[layer] = Own(OrtValue.CreateAllocatedTensorValue(_deviceAllocator, KvElementType, poolShape));
-            }
-
-            _ids = Pinned(TensorElementType.Int64, MaxStepTokens);
-            _cumulativeLengths = Pinned(TensorElementType.Int32, MaxSequences + 1);
-            _pastLengths = Pinned(TensorElementType.Int32, MaxSequences);
-            _table = Pinned(TensorElementType.Int32, (long)MaxSequences * MaxBlocksPerSequence);
-            _nextTokens = Pinned(TensorElementType.Int64, MaxSequences);
-            _topLogitValues = Pinned(TensorElementType.Float, (long)MaxSequences * TopK);
-            _topIdValues = Pinned(TensorElementType.Int64, (long)MaxSequences * TopK);
-            _logSumExps = Pinned(TensorElementType.Float, MaxSequences);
-            _logitRows = Pinned(TensorElementType.Float, (long)MaxSequences * VocabSize);
+            AllocatePools(out _keyPools, out _valuePools);
+            _pinned = AllocatePinnedBuffers();
             // attention_metadata is read on the host by the kernel: plain CPU memory.
             _metadataValue = Own(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, TensorElementType.Int32, [2]));
             _metadataValues = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(_metadataValue.GetTensorMutableRawData()));
@@ -200,6 +124,55 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
         }
     }
 
+    private static InferenceSession CreateSession(ModelFolder folder, int deviceId)
+    {
+        using var sessionOptions = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            LogId = folder.Config.Model.Decoder.SessionOptions.LogId,
+        };
+        CudaRuntime.AppendProvider(sessionOptions, deviceId);
+        try
+        {
+            return new InferenceSession(folder.DecoderPath, sessionOptions);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw new ModelLoadException($"{folder.DecoderPath}: ONNX Runtime cannot load the graph on CUDA: {e.Message}", e);
+        }
+    }
+
+    // Blocks per layer pool: as many as asked for, or as fit in the bytes or the share of free
+    // device memory asked for.
+    private int PoolBlocks(PagedRunnerOptions options, long blockBytes) =>
+        options.KvBlocks > 0 ? options.KvBlocks
+        : options.KvBytes > 0 ? (int)Math.Min(options.KvBytes / (2 * LayerCount * blockBytes), int.MaxValue)
+        : BlocksThatFit(options, blockBytes);
+
+    // A key and a value pool per layer on the device, [blocks, block_tokens, kv_heads, head_dim].
+    private void AllocatePools(out OrtValue[] keyPools, out OrtValue[] valuePools)
+    {
+        keyPools = new OrtValue[LayerCount];
+        valuePools = new OrtValue[LayerCount];
+        long[] poolShape = [KvBlocks, BlockTokens, _decoder.NumKeyValueHeads, _decoder.HeadSize];
+        for (var layer = 0; layer < LayerCount; layer++)
+        {
+            keyPools[layer] = Own(OrtValue.CreateAllocatedTensorValue(_deviceAllocator, KvElementType, poolShape));
+            valuePools[layer] = Own(OrtValue.CreateAllocatedTensorValue(_deviceAllocator, KvElementType, poolShape));
+        }
+    }
+
+    private PinnedBuffers AllocatePinnedBuffers() => new(
+        Ids: Pinned(TensorElementType.Int64, MaxStepTokens),
+        CumulativeLengths: Pinned(TensorElementType.Int32, MaxSequences + 1),
+        PastLengths: Pinned(TensorElementType.Int32, MaxSequences),
+        Table: Pinned(TensorElementType.Int32, (long)MaxSequences * MaxBlocksPerSequence),
+        NextTokens: Pinned(TensorElementType.Int64, MaxSequences),
+        TopLogits: Pinned(TensorElementType.Float, (long)MaxSequences * TopK),
+        TopIds: Pinned(TensorElementType.Int64, (long)MaxSequences * TopK),
+        LogSumExps: Pinned(TensorElementType.Float, MaxSequences),
+        LogitRows: Pinned(TensorElementType.Float, (long)MaxSequences * VocabSize));
+
     /// <summary>
     /// Runs one step. <paramref name="tokens"/> holds each row's new tokens, row after row;
     /// <paramref name="blockTable"/> holds each row's block ids, <paramref name="tableWidth"/> per
@@ -207,7 +180,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
     /// <paramref name="withLogits"/> the whole logits row of each sequence's last token is copied
     /// back as well.
     /// </summary>
-    public PagedStepResult Step(scoped ReadOnlySpan<PagedRow> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> blockTable, int tableWidth, bool withLogits = false)
+    public PagedStepResult Step(scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> blockTable, int tableWidth, bool withLogits = false)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var batch = rows.Length;
@@ -218,9 +191,9 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
         if (tableWidth <= 0 || tableWidth > MaxBlocksPerSequence || blockTable.Length != batch * tableWidth)
             throw new ArgumentOutOfRangeException(nameof(blockTable), $"the block table must be {batch} rows of 1 to {MaxBlocksPerSequence} blocks");
 
-        var ids = new Span<long>((void*)_ids, tokens.Length);
-        var cumulative = new Span<int>((void*)_cumulativeLengths, batch + 1);
-        var past = new Span<int>((void*)_pastLengths, batch);
+        var ids = new Span<long>((void*)_pinned.Ids, tokens.Length);
+        var cumulative = new Span<int>((void*)_pinned.CumulativeLengths, batch + 1);
+        var past = new Span<int>((void*)_pinned.PastLengths, batch);
         int total = 0, longestQuery = 0, longestKv = 0;
         cumulative[0] = 0;
         for (var i = 0; i < batch; i++)
@@ -244,7 +217,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             if ((uint)block >= (uint)KvBlocks)
                 throw new ArgumentOutOfRangeException(nameof(blockTable), $"block {block} is outside the pool of {KvBlocks}");
         }
-        blockTable.CopyTo(new Span<int>((void*)_table, blockTable.Length));
+        blockTable.CopyTo(new Span<int>((void*)_pinned.Table, blockTable.Length));
         var metadata = new Span<int>((void*)_metadataValues, 2);
         metadata[0] = longestQuery;
         metadata[1] = longestKv;
@@ -270,11 +243,11 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
         }
 
         return new PagedStepResult(
-            new ReadOnlySpan<long>((void*)_nextTokens, batch),
-            new ReadOnlySpan<float>((void*)_topLogitValues, batch * TopK),
-            new ReadOnlySpan<long>((void*)_topIdValues, batch * TopK),
-            new ReadOnlySpan<float>((void*)_logSumExps, batch),
-            withLogits ? new ReadOnlySpan<float>((void*)_logitRows, batch * VocabSize) : default,
+            new ReadOnlySpan<long>((void*)_pinned.NextTokens, batch),
+            new ReadOnlySpan<float>((void*)_pinned.TopLogits, batch * TopK),
+            new ReadOnlySpan<long>((void*)_pinned.TopIds, batch * TopK),
+            new ReadOnlySpan<float>((void*)_pinned.LogSumExps, batch),
+            withLogits ? new ReadOnlySpan<float>((void*)_pinned.LogitRows, batch * VocabSize) : default,
             TopK);
     }
 
@@ -289,7 +262,7 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             KvOutputBinding = way;
             try
             {
-                Step([new PagedRow(0, 1)], [0], new int[MaxBlocksPerSequence], MaxBlocksPerSequence);
+                Step([new SequenceStep(0, 1)], [0], new int[MaxBlocksPerSequence], MaxBlocksPerSequence);
                 return;
             }
             catch (OnnxRuntimeException e)
@@ -314,22 +287,22 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
             var io = binding.IoBinding;
             for (var layer = 0; layer < LayerCount; layer++)
             {
-                io.BindInput(LayerName(_decoder.Inputs.PastKeyNames, layer), _keyPools[layer]);
-                io.BindInput(LayerName(_decoder.Inputs.PastValueNames, layer), _valuePools[layer]);
-                BindPoolOutput(io, LayerName(_decoder.Outputs.PresentKeyNames, layer), _keyPools[layer]);
-                BindPoolOutput(io, LayerName(_decoder.Outputs.PresentValueNames, layer), _valuePools[layer]);
+                io.BindInput(LayerNames.For(_decoder.Inputs.PastKeyNames, layer), _keyPools[layer]);
+                io.BindInput(LayerNames.For(_decoder.Inputs.PastValueNames, layer), _valuePools[layer]);
+                BindPoolOutput(io, LayerNames.For(_decoder.Outputs.PresentKeyNames, layer), _keyPools[layer]);
+                BindPoolOutput(io, LayerNames.For(_decoder.Outputs.PresentValueNames, layer), _valuePools[layer]);
             }
             io.BindInput(_metadata, _metadataValue);
-            binding.Input(_inputIds, View(TensorElementType.Int64, [tokenCount], _ids));
-            binding.Input(_cumulative, View(TensorElementType.Int32, [batch + 1], _cumulativeLengths));
-            binding.Input(_past, View(TensorElementType.Int32, [batch], _pastLengths));
-            binding.Input(_blockTable, View(TensorElementType.Int32, [batch, tableWidth], _table));
-            binding.Output(_nextToken, View(TensorElementType.Int64, [batch], _nextTokens));
-            binding.Output(_topLogits, View(TensorElementType.Float, [batch, TopK], _topLogitValues));
-            binding.Output(_topIds, View(TensorElementType.Int64, [batch, TopK], _topIdValues));
-            binding.Output(_logSumExp, View(TensorElementType.Float, [batch], _logSumExps));
+            binding.Input(_inputIds, View(TensorElementType.Int64, [tokenCount], _pinned.Ids));
+            binding.Input(_cumulative, View(TensorElementType.Int32, [batch + 1], _pinned.CumulativeLengths));
+            binding.Input(_past, View(TensorElementType.Int32, [batch], _pinned.PastLengths));
+            binding.Input(_blockTable, View(TensorElementType.Int32, [batch, tableWidth], _pinned.Table));
+            binding.Output(_nextToken, View(TensorElementType.Int64, [batch], _pinned.NextTokens));
+            binding.Output(_topLogits, View(TensorElementType.Float, [batch, TopK], _pinned.TopLogits));
+            binding.Output(_topIds, View(TensorElementType.Int64, [batch, TopK], _pinned.TopIds));
+            binding.Output(_logSumExp, View(TensorElementType.Float, [batch], _pinned.LogSumExps));
             if (withLogits)
-                binding.Output(_logits, View(TensorElementType.Float, [batch, VocabSize], _logitRows));
+                binding.Output(_logits, View(TensorElementType.Float, [batch, VocabSize], _pinned.LogitRows));
             return binding;
         }
         catch
@@ -402,26 +375,11 @@ public sealed unsafe class PagedCudaRunner : IPagedModel, IDisposable
         return OrtValue.CreateTensorValueWithData(_pinnedInfo, type, shape, pointer, elements * size);
     }
 
-    private static string LayerName(string pattern, int layer) =>
-        pattern.Replace("%d", layer.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
+    // Where the step's inputs and outputs live on the host: pinned memory the provider copies from and to.
+    private readonly record struct PinnedBuffers(
+        nint Ids, nint CumulativeLengths, nint PastLengths, nint Table,
+        nint NextTokens, nint TopLogits, nint TopIds, nint LogSumExps, nint LogitRows);
 
     private static ModelLoadException Missing(ModelFolder folder, string name) =>
         new($"{folder.Path}: genai_config.json or the graph lacks '{name}', which the paged contract has");
-}
-
-/// <summary>
-/// What a paged step brings back, per sequence (row order): the argmax token, the top-k logits
-/// (descending) and their ids, logsumexp over the vocabulary (log-probability = logit -
-/// logsumexp), and the whole logits row when asked for. Valid until the next step.
-/// </summary>
-public readonly ref struct PagedStepResult(
-    ReadOnlySpan<long> nextTokens, ReadOnlySpan<float> topLogits, ReadOnlySpan<long> topIds,
-    ReadOnlySpan<float> logSumExp, ReadOnlySpan<float> logits, int topK)
-{
-    public ReadOnlySpan<long> NextTokens { get; } = nextTokens;
-    public ReadOnlySpan<float> TopLogits { get; } = topLogits;
-    public ReadOnlySpan<long> TopIds { get; } = topIds;
-    public ReadOnlySpan<float> LogSumExp { get; } = logSumExp;
-    public ReadOnlySpan<float> Logits { get; } = logits;
-    public int TopK { get; } = topK;
 }

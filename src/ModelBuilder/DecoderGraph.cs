@@ -1,3 +1,4 @@
+using InferenceServer.Model;
 using InferenceServer.ModelBuilder.Checkpoint;
 using InferenceServer.ModelBuilder.Onnx;
 using InferenceServer.ModelBuilder.Quantization;
@@ -128,8 +129,6 @@ public sealed class DecoderGraph
     public static void Write(GraphBuilder graph, HfConfig config, IWeightSource weights, BuildOptions options) =>
         new DecoderGraph(graph, config, weights, options).Write();
 
-    private static string LayerName(string pattern, int layer) => pattern.Replace("%d", layer.ToString(System.Globalization.CultureInfo.InvariantCulture), StringComparison.Ordinal);
-
     private void Write()
     {
         int h = _c.HiddenSize, heads = _c.NumAttentionHeads, kvHeads = _c.NumKeyValueHeads, hd = _c.HeadDim;
@@ -227,8 +226,8 @@ public sealed class DecoderGraph
         _g.Input(AttentionMask, DataType.Int64, "batch_size", "total_sequence_length");
         for (var i = 0; i < _c.NumHiddenLayers; i++)
         {
-            _g.Input(LayerName(PastKeyPattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
-            _g.Input(LayerName(PastValuePattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
+            _g.Input(LayerNames.For(PastKeyPattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
+            _g.Input(LayerNames.For(PastValuePattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
         }
         if (_allPositions)
             _g.Output(Logits, DataType.Float, "batch_size", "sequence_length", _c.VocabSize);
@@ -236,8 +235,8 @@ public sealed class DecoderGraph
             _g.Output(Logits, DataType.Float, "batch_size", 1, _c.VocabSize);
         for (var i = 0; i < _c.NumHiddenLayers; i++)
         {
-            _g.Output(LayerName(PresentKeyPattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
-            _g.Output(LayerName(PresentValuePattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
+            _g.Output(LayerNames.For(PresentKeyPattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
+            _g.Output(LayerNames.For(PresentValuePattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
         }
 
         // What GroupQueryAttention needs from the mask: each row's total length - 1 and the mask
@@ -251,10 +250,10 @@ public sealed class DecoderGraph
         var totalSequenceLength = _g.Op("Cast", "/mask/total_sequence_length", [maskWidth], "", Attr("to", (long)DataType.Int32));
 
         AttentionNode attend = (layer, name, qkv) => _g.Node("GroupQueryAttention", $"{name}/GroupQueryAttention",
-            [qkv, "", "", LayerName(PastKeyPattern, layer), LayerName(PastValuePattern, layer), seqlensK, totalSequenceLength, cos, sin],
+            [qkv, "", "", LayerNames.For(PastKeyPattern, layer), LayerNames.For(PastValuePattern, layer), seqlensK, totalSequenceLength, cos, sin],
             3, MicrosoftDomain,
             [Attr("num_heads", (long)_c.NumAttentionHeads), Attr("kv_num_heads", (long)kvHeads), Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L), Attr("local_window_size", -1L)],
-            [$"{name}/GroupQueryAttention/output_0", LayerName(PresentKeyPattern, layer), LayerName(PresentValuePattern, layer)])[0];
+            [$"{name}/GroupQueryAttention/output_0", LayerNames.For(PresentKeyPattern, layer), LayerNames.For(PresentValuePattern, layer)])[0];
         return (attend, normed => _allPositions ? normed : LastPositionOfEachRow(normed, one, lastIndexInTotal));
     }
 
@@ -281,8 +280,8 @@ public sealed class DecoderGraph
         _g.Input(AttentionMetadata, DataType.Int32, 2);
         for (var i = 0; i < _c.NumHiddenLayers; i++)
         {
-            _g.Input(LayerName(KeyCachePattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
-            _g.Input(LayerName(ValueCachePattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
+            _g.Input(LayerNames.For(KeyCachePattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
+            _g.Input(LayerNames.For(ValueCachePattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
         }
         _g.Output(NextToken, DataType.Int64, "batch_size");
         _g.Output(TopLogits, DataType.Float, "batch_size", _topK);
@@ -291,17 +290,17 @@ public sealed class DecoderGraph
         _g.Output(Logits, DataType.Float, "batch_size", _c.VocabSize);
         for (var i = 0; i < _c.NumHiddenLayers; i++)
         {
-            _g.Output(LayerName(KeyCacheOutPattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
-            _g.Output(LayerName(ValueCacheOutPattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
+            _g.Output(LayerNames.For(KeyCacheOutPattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
+            _g.Output(LayerNames.For(ValueCacheOutPattern, i), _t, "num_blocks", "block_size", kvHeads, hd);
         }
 
         // Inputs 10-15 (slot mapping, sinks, q/k norms, cache scales) are not used by this family.
         AttentionNode attend = (layer, name, qkv) => _g.Node("PagedAttention", $"{name}/PagedAttention",
-            [qkv, "", "", LayerName(KeyCachePattern, layer), LayerName(ValueCachePattern, layer),
+            [qkv, "", "", LayerNames.For(KeyCachePattern, layer), LayerNames.For(ValueCachePattern, layer),
              CumulativeSequenceLength, PastSequenceLengths, BlockTable, cos, sin, "", "", "", "", "", "", AttentionMetadata],
             3, MicrosoftDomain,
             [Attr("num_heads", (long)_c.NumAttentionHeads), Attr("kv_num_heads", (long)kvHeads), Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L), Attr("local_window_size", -1L)],
-            [$"{name}/PagedAttention/output_0", LayerName(KeyCacheOutPattern, layer), LayerName(ValueCacheOutPattern, layer)])[0];
+            [$"{name}/PagedAttention/output_0", LayerNames.For(KeyCacheOutPattern, layer), LayerNames.For(ValueCacheOutPattern, layer)])[0];
         return (attend, LastTokenOfEachSequence);
     }
 

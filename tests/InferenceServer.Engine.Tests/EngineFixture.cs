@@ -111,7 +111,6 @@ internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay) : IDecoder
     public int Capacity => runner.Capacity;
     public int VocabSize => runner.VocabSize;
     public long KvBytesPerToken => runner.KvBytesPerToken;
-    public bool ContinuationNeedsBatchOne => runner.ContinuationNeedsBatchOne;
 
     public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens)
     {

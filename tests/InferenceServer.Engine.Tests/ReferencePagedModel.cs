@@ -19,7 +19,7 @@ internal sealed class ReferencePagedModel : IPagedModel, IDisposable
     private readonly long[] _next;
     private readonly float[] _topLogits, _logSumExp, _logits;
     private readonly long[] _topIds;
-    private readonly List<(PagedRow[] Rows, bool WithLogits)> _steps = [];
+    private readonly List<(SequenceStep[] Rows, bool WithLogits)> _steps = [];
 
     public ReferencePagedModel(ModelFolder folder, int kvBlocks, int blockTokens = 16, int capacity = 256, int maxSequences = 16, int maxStepTokens = 512, int topK = 8)
     {
@@ -51,7 +51,7 @@ internal sealed class ReferencePagedModel : IPagedModel, IDisposable
     public int TopK { get; }
 
     /// <summary>Every step run so far: its rows, and whether it returned logits rows.</summary>
-    public IReadOnlyList<(PagedRow[] Rows, bool WithLogits)> Steps
+    public IReadOnlyList<(SequenceStep[] Rows, bool WithLogits)> Steps
     {
         get
         {
@@ -60,7 +60,7 @@ internal sealed class ReferencePagedModel : IPagedModel, IDisposable
         }
     }
 
-    public PagedStepResult Step(scoped ReadOnlySpan<PagedRow> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> blockTable, int tableWidth, bool withLogits = false)
+    public PagedStepResult Step(scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> blockTable, int tableWidth, bool withLogits = false)
     {
         if (rows.Length == 0 || rows.Length > MaxSequences || tokens.Length > MaxStepTokens || blockTable.Length != rows.Length * tableWidth)
             throw new ArgumentException($"a step of {rows.Length} rows, {tokens.Length} tokens and a {blockTable.Length}-entry table of width {tableWidth} is outside the contract");

@@ -68,7 +68,6 @@ public sealed class RequestAccountingTests(EngineFixture model) : IClassFixture<
         public int Capacity => runner.Capacity;
         public int VocabSize => runner.VocabSize;
         public long KvBytesPerToken => runner.KvBytesPerToken;
-        public bool ContinuationNeedsBatchOne => runner.ContinuationNeedsBatchOne;
 
         public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens) =>
             ++_steps == failAtStep ? throw new InvalidOperationException("the device failed") : runner.Step(firstSlot, rows, tokens);

@@ -1,3 +1,5 @@
+using InferenceServer.Tests;
+
 namespace InferenceServer.Model.Tests;
 
 /// <summary>

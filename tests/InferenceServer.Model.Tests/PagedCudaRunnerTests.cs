@@ -90,12 +90,12 @@ public sealed class PagedCudaRunnerTests(PagedModelPair models) : IClassFixture<
     {
         var width = runner.MaxBlocksPerSequence;
         var table = Enumerable.Range(firstBlock, width).Select(b => b % runner.KvBlocks).ToArray();
-        var step = runner.Step([new PagedRow(0, prompt.Length)], prompt, table, width, withLogits: true);
+        var step = runner.Step([new SequenceStep(0, prompt.Length)], prompt, table, width, withLogits: true);
         var firstLogits = step.Logits.ToArray();
         var tokens = new List<int> { (int)step.NextTokens[0] };
         while (tokens.Count < count)
         {
-            step = runner.Step([new PagedRow(prompt.Length + tokens.Count - 1, 1)], [tokens[^1]], table, width);
+            step = runner.Step([new SequenceStep(prompt.Length + tokens.Count - 1, 1)], [tokens[^1]], table, width);
             tokens.Add((int)step.NextTokens[0]);
         }
         return ([.. tokens], firstLogits);
@@ -125,7 +125,7 @@ public sealed class PagedCudaRunnerTests(PagedModelPair models) : IClassFixture<
     {
         using var runner = CreateRunner();
         var table = Enumerable.Range(0, runner.MaxBlocksPerSequence).ToArray();
-        var step = runner.Step([new PagedRow(0, PromptA.Length)], PromptA, table, table.Length, withLogits: true);
+        var step = runner.Step([new SequenceStep(0, PromptA.Length)], PromptA, table, table.Length, withLogits: true);
         var logits = step.Logits.ToArray();
         var order = Enumerable.Range(0, logits.Length).OrderByDescending(i => logits[i]).Take(step.TopK).ToArray();
         Assert.Equal(order.Select(i => (long)i), step.TopIds.ToArray());
@@ -146,11 +146,11 @@ public sealed class PagedCudaRunnerTests(PagedModelPair models) : IClassFixture<
         // Both in every step: one prefill of both prompts packed, then decodes of both.
         var width = runner.MaxBlocksPerSequence;
         var table = Enumerable.Range(16, width).Concat(Enumerable.Range(32, width)).ToArray();
-        var step = runner.Step([new PagedRow(0, PromptA.Length), new PagedRow(0, PromptB.Length)], [.. PromptA, .. PromptB], table, width);
+        var step = runner.Step([new SequenceStep(0, PromptA.Length), new SequenceStep(0, PromptB.Length)], [.. PromptA, .. PromptB], table, width);
         List<int> a = [(int)step.NextTokens[0]], b = [(int)step.NextTokens[1]];
         while (a.Count < 12)
         {
-            step = runner.Step([new PagedRow(PromptA.Length + a.Count - 1, 1), new PagedRow(PromptB.Length + b.Count - 1, 1)], [a[^1], b[^1]], table, width);
+            step = runner.Step([new SequenceStep(PromptA.Length + a.Count - 1, 1), new SequenceStep(PromptB.Length + b.Count - 1, 1)], [a[^1], b[^1]], table, width);
             a.Add((int)step.NextTokens[0]);
             b.Add((int)step.NextTokens[1]);
         }
@@ -170,11 +170,11 @@ public sealed class PagedCudaRunnerTests(PagedModelPair models) : IClassFixture<
         // last 8 prompt tokens are computed, on top of a past of 32 it did not write.
         var width = runner.MaxBlocksPerSequence;
         var table = new[] { 0, 1 }.Concat(Enumerable.Range(40, width - 2)).ToArray();
-        var step = runner.Step([new PagedRow(32, 8)], prompt[32..], table, width);
+        var step = runner.Step([new SequenceStep(32, 8)], prompt[32..], table, width);
         List<int> shared = [(int)step.NextTokens[0]];
         while (shared.Count < 10)
         {
-            step = runner.Step([new PagedRow(prompt.Length + shared.Count - 1, 1)], [shared[^1]], table, width);
+            step = runner.Step([new SequenceStep(prompt.Length + shared.Count - 1, 1)], [shared[^1]], table, width);
             shared.Add((int)step.NextTokens[0]);
         }
         Assert.Equal(recomputed, shared);
@@ -186,8 +186,8 @@ public sealed class PagedCudaRunnerTests(PagedModelPair models) : IClassFixture<
         using var runner = CreateRunner();
         var width = runner.MaxBlocksPerSequence;
         var table = Enumerable.Range(0, width).ToArray();
-        Assert.Throws<ArgumentOutOfRangeException>(() => runner.Step([new PagedRow(0, 3)], [1, 2, 3], [.. table[..^1], 999], width));
-        Assert.Throws<ArgumentException>(() => runner.Step([new PagedRow(0, 3)], [1, 2], table, width));
+        Assert.Throws<ArgumentOutOfRangeException>(() => runner.Step([new SequenceStep(0, 3)], [1, 2, 3], [.. table[..^1], 999], width));
+        Assert.Throws<ArgumentException>(() => runner.Step([new SequenceStep(0, 3)], [1, 2], table, width));
         var (tokens, _) = PagedGreedy(runner, PromptB, 4, firstBlock: 0);
         Assert.Equal(DenseGreedy(PromptB, 4, out _), tokens);
     }

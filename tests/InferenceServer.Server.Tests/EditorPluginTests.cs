@@ -264,7 +264,6 @@ internal sealed class ScriptedDecoder(int capacity, string script, int promptLen
     public int Capacity => capacity;
     public int VocabSize => ServerFixture.VocabSize;
     public long KvBytesPerToken => 1;
-    public bool ContinuationNeedsBatchOne => true;
 
     public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens)
     {

@@ -154,7 +154,6 @@ internal sealed class SlowDecoder(int slots, int capacity, int vocabSize, int to
     public int Capacity => capacity;
     public int VocabSize => vocabSize;
     public long KvBytesPerToken => 1;
-    public bool ContinuationNeedsBatchOne => true;
 
     /// <summary>Steps run so far (prefills and decodes).</summary>
     public int Steps => Volatile.Read(ref _steps);

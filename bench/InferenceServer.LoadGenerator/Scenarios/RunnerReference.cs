@@ -3,6 +3,7 @@ using System.Globalization;
 using InferenceServer.LoadGenerator.Measurement;
 using InferenceServer.LoadGenerator.Reports;
 using InferenceServer.Model;
+using InferenceServer.Tests;
 
 namespace InferenceServer.LoadGenerator.Scenarios;
 

@@ -21,7 +21,7 @@ internal sealed class PagedScheduler : KvScheduler
     private readonly int _tokenBudget;
 
     // Per-iteration scratch, sized once for the largest step.
-    private readonly PagedRow[] _rows;
+    private readonly SequenceStep[] _rows;
     private readonly Sequence?[] _rowSequences;
     private readonly int[] _tokens;
     private readonly int[] _table;
@@ -36,7 +36,7 @@ internal sealed class PagedScheduler : KvScheduler
         _tokenBudget = Math.Min(options.MaxBatchTokens, model.MaxStepTokens);
         if (_tokenBudget < 1)
             throw new ArgumentException("a step must carry at least one token", nameof(options));
-        _rows = new PagedRow[model.MaxSequences];
+        _rows = new SequenceStep[model.MaxSequences];
         _rowSequences = new Sequence?[model.MaxSequences];
         _tokens = new int[_tokenBudget];
         _table = new int[model.MaxSequences * model.MaxBlocksPerSequence];
@@ -151,7 +151,7 @@ internal sealed class PagedScheduler : KvScheduler
 
     private void AddRow(ref int rows, ref int width, ref bool withLogits, Sequence sequence, int chunk)
     {
-        _rows[rows] = new PagedRow(sequence.Computed, chunk);
+        _rows[rows] = new SequenceStep(sequence.Computed, chunk);
         _rowSequences[rows] = sequence;
         rows++;
         width = Math.Max(width, sequence.Blocks!.BlockCount);

@@ -1,11 +1,14 @@
-namespace InferenceServer.Model;
+using InferenceServer.Model;
+
+namespace InferenceServer.Tests;
 
 /// <summary>
 /// The simplest decoding loop on one slot: prefill the prompt, then take the most likely token
 /// until a stop id or the limit: the runner's own reference, which the model and builder tests
-/// compare against. Serving goes through the engine, which does the real scheduling.
+/// compare against, and the bare-runner scenario of the load generator. Serving goes through the
+/// engine, which does the real scheduling. Compiled into the projects that use it, not shipped.
 /// </summary>
-public static class Greedy
+internal static class Greedy
 {
     public static int[] Generate(DecoderRunner runner, ReadOnlySpan<int> prompt, int maxTokens, ReadOnlySpan<int> stopIds, int slot = 0)
     {
