@@ -25,7 +25,7 @@ public sealed class EmbeddedServer : IAsyncDisposable
 
     public static async Task<EmbeddedServer> StartAsync(string modelPath, int maxBatch, int contextLength, int threads, bool cuda, CancellationToken cancellationToken)
     {
-        var model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions(), cuda);
+        var model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions { IterationTimeBudget = EngineOptions.InteractiveIterationBudget }, cuda);
         try
         {
             // Warnings only: a log line per request would be measured with the requests and bury the report's output.

@@ -65,7 +65,7 @@ public sealed class EngineFixture : IDisposable
 /// The real model, slowed down: the small test model steps in well under a millisecond, too fast
 /// for tests about what happens while a request is still running.
 /// </summary>
-internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay) : IDecoderModel
+internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay, TimeSpan perToken = default) : IDecoderModel
 {
     private readonly List<(int FirstSlot, SequenceStep[] Rows)> _steps = [];
     private readonly ManualResetEventSlim _open = new(initialState: true);
@@ -125,7 +125,7 @@ internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay) : IDecoder
             _held.Release();
             _open.Wait();
         }
-        Thread.Sleep(delay);
+        Thread.Sleep(delay + (perToken * tokens.Length));
         return runner.Step(firstSlot, rows, tokens);
     }
 

@@ -19,6 +19,7 @@ internal sealed class PagedScheduler : KvScheduler
     private readonly EngineOptions _options;
     private readonly PagedKvCache _kv;
     private readonly int _tokenBudget;
+    private readonly StepCost _cost;
 
     // Per-iteration scratch, sized once for the largest step.
     private readonly SequenceStep[] _rows;
@@ -34,6 +35,7 @@ internal sealed class PagedScheduler : KvScheduler
         _options = options;
         _kv = new PagedKvCache(model.KvBlocks, model.BlockTokens);
         _tokenBudget = Math.Min(options.MaxBatchTokens, model.MaxStepTokens);
+        _cost = new StepCost(options.IterationTimeBudget);
         if (_tokenBudget < 1)
             throw new ArgumentException("a step must carry at least one token", nameof(options));
         _rows = new SequenceStep[model.MaxSequences];
@@ -105,14 +107,17 @@ internal sealed class PagedScheduler : KvScheduler
             _tokens[tokens++] = sequence.Tokens[sequence.Length - 1];
             AddRow(ref rows, ref width, ref withLogits, sequence, 1);
         }
-        // Then prefill chunks, as many sequences as the budget allows.
+        // Then prefill chunks, as many sequences as the token and time budgets allow.
+        var decodeTokens = tokens;
+        var prefillLeft = _cost.PrefillTokens(decodes: decodeTokens > 0);
         foreach (var sequence in running)
         {
-            if (rows == _rows.Length || tokens == _tokenBudget)
+            if (rows == _rows.Length || tokens == _tokenBudget || prefillLeft == 0)
                 break;
             if (sequence.IsDecoding || sequence.Output.Abandoned)
                 continue;
-            var chunk = Math.Min(Math.Min(sequence.Length - sequence.Computed, _options.PrefillChunkTokens), _tokenBudget - tokens);
+            var chunk = Math.Min(Math.Min(Math.Min(sequence.Length - sequence.Computed, _options.PrefillChunkTokens), _tokenBudget - tokens), prefillLeft);
+            prefillLeft -= chunk;
             sequence.Tokens.AsSpan(sequence.Computed, chunk).CopyTo(_tokens.AsSpan(tokens));
             tokens += chunk;
             AddRow(ref rows, ref width, ref withLogits, sequence, chunk);
@@ -127,7 +132,15 @@ internal sealed class PagedScheduler : KvScheduler
             blocks.CopyTo(row);
             row[blocks.Length..].Clear(); // read by nobody: lengths bound what attention reads
         }
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var result = _model.Step(_rows.AsSpan(0, rows), _tokens.AsSpan(0, tokens), _table.AsSpan(0, rows * width), width, withLogits);
+        var elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+        // One run for both: a step with prompt tokens counts as prefill (the decodes in it make the
+        // per-token cost a little higher, which errs toward shorter chunks).
+        if (tokens > decodeTokens)
+            _cost.Prefill(tokens - decodeTokens, elapsed);
+        else
+            _cost.Decode(elapsed);
 
         int vocab = _model.VocabSize, topK = result.TopK;
         for (var r = 0; r < rows; r++)

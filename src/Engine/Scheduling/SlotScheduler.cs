@@ -17,6 +17,7 @@ internal sealed class SlotScheduler : KvScheduler
     private readonly EngineOptions _options;
     private readonly KvSlots _kv;
     private readonly Sequence?[] _bySlot;
+    private readonly StepCost _cost;
 
     // Per-iteration scratch, sized once.
     private readonly SequenceStep[] _rows;
@@ -35,6 +36,7 @@ internal sealed class SlotScheduler : KvScheduler
             throw new ArgumentException($"the KV budget of {options.KvCacheBytes} bytes holds less than one block of {options.KvBlockTokens} tokens", nameof(options));
         _kv = new KvSlots(model.Slots, model.Capacity, options.KvBlockTokens, budgetBlocks);
         _bySlot = new Sequence?[model.Slots];
+        _cost = new StepCost(options.IterationTimeBudget);
         _rows = new SequenceStep[model.Slots];
         _rowTokens = new int[Math.Max(model.Slots, options.MaxBatchTokens)];
     }
@@ -122,11 +124,16 @@ internal sealed class SlotScheduler : KvScheduler
     private void RunPrefills()
     {
         var budget = _options.MaxBatchTokens;
+        var decodes = false;
         foreach (var sequence in _engine.Running)
         {
             if (sequence.IsDecoding)
+            {
                 budget--;
+                decodes = true;
+            }
         }
+        budget = Math.Min(budget, _cost.PrefillTokens(decodes));
 
         for (var i = 0; i < _engine.Running.Count && budget > 0; i++)
         {
@@ -140,7 +147,9 @@ internal sealed class SlotScheduler : KvScheduler
             }
             var chunk = Math.Min(Math.Min(sequence.Length - sequence.Computed, _options.PrefillChunkTokens), budget);
             _rows[0] = new SequenceStep(sequence.Computed, chunk);
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
             var logits = _model.Step(sequence.Slot, _rows.AsSpan(0, 1), sequence.Tokens.AsSpan(sequence.Computed, chunk));
+            _cost.Prefill(chunk, System.Diagnostics.Stopwatch.GetElapsedTime(started));
             AfterPrefill(sequence, chunk, logits);
             budget -= chunk;
         }
@@ -175,7 +184,9 @@ internal sealed class SlotScheduler : KvScheduler
             sequence.Tokens.AsSpan(0, count).CopyTo(_rowTokens.AsSpan(written));
             written += count;
         }
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var logits = _model.Step(first.Slot, _rows.AsSpan(0, group), _rowTokens.AsSpan(0, written));
+        _cost.Prefill(written, System.Diagnostics.Stopwatch.GetElapsedTime(started));
         var vocab = _model.VocabSize;
         for (var r = 0; r < group; r++)
         {
@@ -225,7 +236,9 @@ internal sealed class SlotScheduler : KvScheduler
                 _rowTokens[slot] = 0;
             }
         }
+        var started = System.Diagnostics.Stopwatch.GetTimestamp();
         var logits = _model.Step(0, _rows.AsSpan(0, lastSlot + 1), _rowTokens.AsSpan(0, lastSlot + 1));
+        _cost.Decode(System.Diagnostics.Stopwatch.GetElapsedTime(started));
         var vocab = _model.VocabSize;
         for (var slot = 0; slot <= lastSlot; slot++)
         {

@@ -26,6 +26,9 @@ internal static partial class ServeCommand
     private static readonly Setting<int> ContextLength = new("context-length", "Tokens per sequence (0: the model's context length).", 0);
     private static readonly Setting<long> KvCacheBytes = new("kv-cache-bytes", "KV cache budget in bytes (0: all slots on the CPU, 90% of the free GPU memory on CUDA).", 0L);
     private static readonly Setting<int> MaxWaiting = new("max-waiting", "Requests that may wait; more are refused (RESOURCE_EXHAUSTED / 429).", 256);
+    private static readonly Setting<int> IterationBudgetMs = new("iteration-budget-ms",
+        "Time one engine iteration should take at most, in ms: long prompts are computed in chunks sized from the measured cost of recent steps, so running sequences' next tokens and cancellations wait at most about this long (0: chunks by tokens alone).",
+        (int)EngineOptions.InteractiveIterationBudget.TotalMilliseconds);
     private static readonly Setting<int> Threads = new("threads", "ONNX Runtime intra-op threads (0: one per core).", 0);
     private static readonly Setting<string[]> ApiKeys = new("api-key", "Accept only requests with one of these keys (repeatable; HTTP Bearer, gRPC authorization metadata; comma-separated in the environment, a list in the file).", [], plural: "api-keys");
     private static readonly Setting<int> MaxMessageBytes = new("max-message-bytes", "Largest gRPC message and HTTP body.", 4 << 20);
@@ -40,7 +43,7 @@ internal static partial class ServeCommand
     public static IEnumerable<Option> Options =>
     [
         ConfigurationFile.Option, Model.Option, Device.Option, Host.Option, HttpPort.Option, GrpcPort.Option, Tls.Option, MaxBatch.Option,
-        ContextLength.Option, KvCacheBytes.Option, MaxWaiting.Option, Threads.Option, ApiKeys.Option, MaxMessageBytes.Option, GraceSeconds.Option,
+        ContextLength.Option, KvCacheBytes.Option, MaxWaiting.Option, IterationBudgetMs.Option, Threads.Option, ApiKeys.Option, MaxMessageBytes.Option, GraceSeconds.Option,
         MaxStopStrings.Option, MaxStopBytes.Option, MaxPriority.Option,
         LogLevelSetting.Option,
     ];
@@ -101,7 +104,15 @@ internal static partial class ServeCommand
             maxBatch = MaxBatch.Resolve(parseResult, file);
             contextLength = ContextLength.Resolve(parseResult, file);
             threads = Threads.Resolve(parseResult, file);
-            engine = new EngineOptions { KvCacheBytes = KvCacheBytes.Resolve(parseResult, file), MaxWaitingRequests = MaxWaiting.Resolve(parseResult, file) };
+            var iterationBudget = IterationBudgetMs.Resolve(parseResult, file);
+            if (iterationBudget < 0)
+                throw new SettingException($"iteration-budget-ms is {iterationBudget}; it cannot be negative");
+            engine = new EngineOptions
+            {
+                KvCacheBytes = KvCacheBytes.Resolve(parseResult, file),
+                MaxWaitingRequests = MaxWaiting.Resolve(parseResult, file),
+                IterationTimeBudget = TimeSpan.FromMilliseconds(iterationBudget),
+            };
         }
         catch (SettingException e)
         {

@@ -1,0 +1,52 @@
+namespace InferenceServer.Engine;
+
+/// <summary>
+/// What model steps have cost lately, to size prefill chunks so that an iteration stays within a
+/// time budget: a long prompt is then computed over several iterations, and every running
+/// sequence's next token and every cancellation wait at most about one budget. Costs are moving
+/// averages (prefill per token, decode per step) of the measured steps; the loop thread alone uses it.
+/// </summary>
+internal sealed class StepCost(TimeSpan budget)
+{
+    /// <summary>The fewest prompt tokens an iteration computes, however tight the budget: prompts always progress.</summary>
+    public const int MinPrefillTokens = 16;
+
+    /// <summary>Prefill tokens an iteration computes before any prefill has been measured.</summary>
+    public const int FirstPrefillTokens = 64;
+
+    // Weight of the newest measurement: recent enough to follow a change of load or prompt length.
+    private const double Smoothing = 0.25;
+
+    private double _prefillSecondsPerToken;
+    private double _decodeSeconds;
+
+    /// <summary>Whether there is a budget (zero turns sizing by time off).</summary>
+    public bool Enabled { get; } = budget > TimeSpan.Zero;
+
+    public void Prefill(int tokens, TimeSpan elapsed)
+    {
+        // One-token steps say more about the step's fixed cost than about a token's.
+        if (tokens < MinPrefillTokens)
+            return;
+        var perToken = elapsed.TotalSeconds / tokens;
+        _prefillSecondsPerToken = _prefillSecondsPerToken == 0 ? perToken : _prefillSecondsPerToken + (Smoothing * (perToken - _prefillSecondsPerToken));
+    }
+
+    public void Decode(TimeSpan elapsed) =>
+        _decodeSeconds = _decodeSeconds == 0 ? elapsed.TotalSeconds : _decodeSeconds + (Smoothing * (elapsed.TotalSeconds - _decodeSeconds));
+
+    /// <summary>
+    /// Prompt tokens this iteration can compute within the budget, leaving room for a decode step
+    /// when <paramref name="decodes"/> (int.MaxValue when there is no budget).
+    /// </summary>
+    public int PrefillTokens(bool decodes)
+    {
+        if (!Enabled)
+            return int.MaxValue;
+        if (_prefillSecondsPerToken == 0)
+            return FirstPrefillTokens;
+        var left = budget.TotalSeconds - (decodes ? _decodeSeconds : 0);
+        var tokens = left / _prefillSecondsPerToken;
+        return tokens >= int.MaxValue ? int.MaxValue : Math.Max(MinPrefillTokens, (int)tokens);
+    }
+}

@@ -1,0 +1,72 @@
+using InferenceServer.Model;
+using static InferenceServer.Engine.Tests.EngineFixture;
+
+namespace InferenceServer.Engine.Tests;
+
+/// <summary>Prefill chunks sized from measured step costs so an iteration stays within its time budget.</summary>
+public sealed class IterationBudgetTests(EngineFixture model) : IClassFixture<EngineFixture>
+{
+    private static readonly TimeSpan Ms = TimeSpan.FromMilliseconds(1);
+
+    [Fact]
+    public void Without_a_budget_time_sets_no_limit()
+    {
+        var cost = new StepCost(TimeSpan.Zero);
+        cost.Prefill(100, 10 * Ms);
+        Assert.False(cost.Enabled);
+        Assert.Equal(int.MaxValue, cost.PrefillTokens(decodes: true));
+    }
+
+    [Fact]
+    public void Chunks_fill_what_the_budget_leaves_after_the_decode_step()
+    {
+        var cost = new StepCost(25 * Ms);
+        Assert.Equal(StepCost.FirstPrefillTokens, cost.PrefillTokens(decodes: false)); // nothing measured yet
+        cost.Prefill(100, 10 * Ms); // 0.1 ms a token
+        Assert.Equal(250, cost.PrefillTokens(decodes: false));
+        cost.Decode(5 * Ms);
+        Assert.Equal(200, cost.PrefillTokens(decodes: true));
+        Assert.Equal(250, cost.PrefillTokens(decodes: false));
+    }
+
+    [Fact]
+    public void Costs_follow_recent_steps_and_prompts_always_progress()
+    {
+        var cost = new StepCost(25 * Ms);
+        cost.Prefill(100, 10 * Ms);
+        cost.Prefill(8, 80 * Ms); // too few tokens to say what a token costs: ignored
+        Assert.Equal(250, cost.PrefillTokens(decodes: false));
+        cost.Prefill(100, 50 * Ms); // slower now (0.5 ms a token): the estimate moves toward it
+        var after = cost.PrefillTokens(decodes: false);
+        Assert.InRange(after, 50, 249);
+        cost.Decode(100 * Ms); // decodes alone overrun the budget
+        Assert.Equal(StepCost.MinPrefillTokens, cost.PrefillTokens(decodes: true));
+    }
+
+    [Fact]
+    public async Task A_long_prompt_is_computed_in_chunks_that_fit_the_budget_with_the_same_output()
+    {
+        var prompt = Prompt(200, 90);
+        await using (var plain = new EngineUnderTest(model))
+        {
+            var expected = await plain.Engine.Submit(Greedy(prompt, 6)).CollectAsync();
+
+            // A model that takes at least 0.5 ms a prompt token and an 8 ms budget: after the first,
+            // unmeasured, chunk, no chunk can be longer than the fewest an iteration computes.
+            var runner = new DecoderRunner(model.Folder, new RunnerOptions { MaxBatch = 2, MaxSequenceLength = 256, IntraOpThreads = 1 });
+            var slow = new SlowModel(runner, TimeSpan.Zero, perToken: 0.5 * Ms);
+            await using (var engine = new InferenceEngine(slow, model.Tokenizer,
+                new EngineOptions { IterationTimeBudget = 8 * Ms, EosTokenIds = model.Folder.Config.Model.EosTokenId }))
+            {
+                var result = await engine.Submit(Greedy(prompt, 6)).CollectAsync();
+                Assert.Equal(expected.TokenIds, result.TokenIds);
+                var prefills = slow.Steps.Select(s => s.Rows.Sum(r => r.TokenCount)).Where(t => t > 1).ToList();
+                Assert.Equal(StepCost.FirstPrefillTokens, prefills[0]);
+                Assert.All(prefills.Skip(1), tokens => Assert.True(tokens <= StepCost.MinPrefillTokens, $"a chunk of {tokens} tokens"));
+                Assert.Equal(prompt.Length, prefills.Sum());
+                await EngineFixture.AssertIdleAsync(engine);
+            }
+            runner.Dispose();
+        }
+    }
+}
