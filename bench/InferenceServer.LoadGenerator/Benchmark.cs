@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using InferenceServer.Engine;
 using InferenceServer.LoadGenerator.Measurement;
 using InferenceServer.LoadGenerator.Reports;
 using InferenceServer.LoadGenerator.Targets;
@@ -50,6 +51,11 @@ public sealed record BenchmarkSettings
 
     public int ContextLength { get; init; }
     public int Threads { get; init; }
+
+    /// <summary>The time budget per engine iteration of engines started here, in ms (0: none).</summary>
+    public int IterationBudgetMs { get; init; } = (int)EngineOptions.InteractiveIterationBudget.TotalMilliseconds;
+
+    public TimeSpan IterationBudget => TimeSpan.FromMilliseconds(IterationBudgetMs);
 
     /// <summary>"cpu" or "cuda": where engines started here run (<see cref="ServedModel.Load"/>).</summary>
     public string Device { get; init; } = "cpu";
@@ -118,7 +124,7 @@ public static class Benchmark
 
         if (kind == "suite")
         {
-            await using var server = await EmbeddedServer.StartAsync(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, cancellationToken).ConfigureAwait(false);
+            await using var server = await EmbeddedServer.StartAsync(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, settings.IterationBudget, cancellationToken).ConfigureAwait(false);
             notes.Add($"our server ran in this process on loopback (gRPC {server.GrpcAddress}, HTTP {server.HttpAddress}), {maxBatch} slots; the load generator shares its CPU");
             using var counters = new InProcessCounters(server.Model.Engine);
             await using (var grpc = new GrpcTarget(server.GrpcAddress, null, null))
@@ -152,7 +158,7 @@ public static class Benchmark
         var referenceSweep = sweep with { Duration = referenceDuration };
         if (settings.References.Contains("inprocess"))
         {
-            await using var reference = InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda);
+            await using var reference = InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, settings.IterationBudget);
             using var counters = new InProcessCounters(reference.Model.Engine);
             var run = await RunWorkloadAsync(Title("inprocess", settings.Workload) + " (reference)", reference, settings with { Duration = referenceDuration },
                 prompts!, library!, referenceSweep, counters, progress, cancellationToken).ConfigureAwait(false);
@@ -249,7 +255,7 @@ public static class Benchmark
             case "http":
                 return new OpenAiHttpTarget(new Uri(settings.Target), sentName, settings.ApiKey);
             case "inprocess":
-                return InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda);
+                return InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, settings.IterationBudget);
             default:
                 throw new ArgumentException($"--target {settings.Target} cannot take requests");
         }

@@ -23,9 +23,10 @@ public sealed class EmbeddedServer : IAsyncDisposable
     public Uri GrpcAddress => new($"http://127.0.0.1:{Options.GrpcPort}");
     public Uri HttpAddress => new($"http://127.0.0.1:{Options.HttpPort}");
 
-    public static async Task<EmbeddedServer> StartAsync(string modelPath, int maxBatch, int contextLength, int threads, bool cuda, CancellationToken cancellationToken)
+    public static async Task<EmbeddedServer> StartAsync(string modelPath, int maxBatch, int contextLength, int threads, bool cuda, TimeSpan iterationBudget,
+        CancellationToken cancellationToken)
     {
-        var model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions { IterationTimeBudget = EngineOptions.InteractiveIterationBudget }, cuda);
+        var model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions { IterationTimeBudget = iterationBudget }, cuda);
         try
         {
             // Warnings only: a log line per request would be measured with the requests and bury the report's output.

@@ -1,3 +1,4 @@
+using InferenceServer.Engine;
 using InferenceServer.LoadGenerator.Measurement;
 using InferenceServer.LoadGenerator.Reports;
 using InferenceServer.LoadGenerator.Targets;
@@ -21,7 +22,7 @@ public sealed class ServerFixture : IAsyncLifetime
     {
         ModelPath = _temp.Combine("llama");
         DecoderModelBuilder.BuildFromHuggingFace(TestPaths.Oracle("llama"), ModelPath, new BuildOptions());
-        Server = await EmbeddedServer.StartAsync(ModelPath, maxBatch: 4, contextLength: 256, threads: 1, cuda: false, CancellationToken.None);
+        Server = await EmbeddedServer.StartAsync(ModelPath, maxBatch: 4, contextLength: 256, threads: 1, cuda: false, EngineOptions.InteractiveIterationBudget, CancellationToken.None);
         Tokenizer = InferenceServer.Tokenizer.Tokenizer.Load(Path.Combine(ModelPath, "tokenizer.json"));
         // Prompts are cut from this repository's own C# sources.
         var sources = Directory.GetFiles(Path.Combine(TestPaths.RepoRoot, "src", "Engine"), "*.cs", SearchOption.AllDirectories)

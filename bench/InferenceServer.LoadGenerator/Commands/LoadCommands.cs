@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using InferenceServer.Engine;
 using InferenceServer.LoadGenerator.Reports;
 using InferenceServer.LoadGenerator.Scenarios;
 
@@ -58,6 +59,11 @@ internal static class LoadCommands
         DefaultValueFactory = _ => "cpu",
     };
     private static readonly Option<int> Threads = new("--threads") { Description = "ONNX Runtime intra-op threads of engines started here (0: one per core)." };
+    private static readonly Option<int> IterationBudgetMs = new("--iteration-budget-ms")
+    {
+        Description = "Time budget per engine iteration of engines started here, in ms (0: none), as serve's option.",
+        DefaultValueFactory = _ => (int)EngineOptions.InteractiveIterationBudget.TotalMilliseconds,
+    };
     private static readonly Option<string?> Out = new("--out", "-o") { Description = "Output folder (default bench/results/<yyyyMMdd-HHmmss>-<target kind>)." };
     private static readonly Option<bool> NoProgress = new("--no-progress") { Description = "No live progress display (also off when output is redirected)." };
     private static readonly Option<bool> Extended = new("--extended") { Description = "suite: sweep 1,2,4,8,16,32,64 streams instead of 1,2,4,8." };
@@ -77,7 +83,7 @@ internal static class LoadCommands
         [
             Target, Workload, Model, ModelName, ApiKey, Admin, Tokenizer, Manifest, Levels, Rates, Duration, Requests, PromptTokens, OutputTokens,
             NoIgnoreEos, Seed, Sessions, PrefixChars, SuffixChars, TypedChars, KeystrokeMs, Reference, ReferenceDuration, MaxBatch, ContextLength,
-            Device, Threads, Out, NoProgress,
+            Device, Threads, IterationBudgetMs, Out, NoProgress,
         ];
         foreach (var option in runOptions)
             root.Options.Add(option);
@@ -89,7 +95,7 @@ internal static class LoadCommands
         Option[] suiteOptions =
         [
             Model, SuiteLevels, Duration, PromptTokens, OutputTokens, Seed, Sessions, SuiteManifest, PrefixChars, SuffixChars, TypedChars, KeystrokeMs,
-            ReferenceDuration, MaxBatch, ContextLength, Device, Threads, Out, NoProgress, Extended, WithHttp,
+            ReferenceDuration, MaxBatch, ContextLength, Device, Threads, IterationBudgetMs, Out, NoProgress, Extended, WithHttp,
         ];
         foreach (var option in suiteOptions)
             suite.Options.Add(option);
@@ -170,6 +176,7 @@ internal static class LoadCommands
             MaxBatch = p.GetValue(MaxBatch),
             ContextLength = p.GetValue(ContextLength),
             Threads = p.GetValue(Threads),
+            IterationBudgetMs = p.GetValue(IterationBudgetMs),
             Device = p.GetValue(Device)!,
         };
     }
@@ -198,6 +205,7 @@ internal static class LoadCommands
             MaxBatch = p.GetValue(MaxBatch),
             ContextLength = p.GetValue(ContextLength),
             Threads = p.GetValue(Threads),
+            IterationBudgetMs = p.GetValue(IterationBudgetMs),
             Device = p.GetValue(Device)!,
             SuiteIncludesHttp = p.GetValue(WithHttp),
         };
