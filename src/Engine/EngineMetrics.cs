@@ -32,6 +32,7 @@ internal sealed class EngineMetrics : IDisposable
     private readonly Histogram<double> _interTokenLatency;
     private readonly Histogram<double> _endToEnd;
     private readonly Histogram<double> _cancellationToFree;
+    private readonly Histogram<double> _iteration;
 
     public EngineMetrics(InferenceEngine engine)
     {
@@ -53,6 +54,7 @@ internal sealed class EngineMetrics : IDisposable
         _endToEnd = _meter.CreateHistogram<double>("inference.request.duration", "s", "From submission to the final event");
         _queueTime = _meter.CreateHistogram<double>("inference.request.queue_time", "s", "From submission to the first admission into the batch");
         _cancellationToFree = _meter.CreateHistogram<double>("inference.cancellation.to_free", "s", "From a consumer giving up to the release of its sequence");
+        _iteration = _meter.CreateHistogram<double>("inference.iteration.duration", "s", "One engine iteration that ran the model: what a running sequence's next token and a cancellation may wait for");
     }
 
     public void Submitted(int promptTokens)
@@ -69,6 +71,7 @@ internal sealed class EngineMetrics : IDisposable
     public void InterToken(TimeSpan elapsed) => _interTokenLatency.Record(elapsed.TotalSeconds);
     public void Completed(TimeSpan elapsed) => _endToEnd.Record(elapsed.TotalSeconds);
     public void Admitted(TimeSpan queued) => _queueTime.Record(queued.TotalSeconds);
+    public void Iteration(TimeSpan elapsed) => _iteration.Record(elapsed.TotalSeconds);
 
     public void Finished(FinishReason reason) => _finished.Add(1, reason switch
     {

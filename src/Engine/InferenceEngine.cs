@@ -238,9 +238,12 @@ public sealed class InferenceEngine : IAsyncDisposable
         RetireFinished();
         Admit();
         _scheduler.ReserveDecodeBlocks();
+        var ranModel = _running.Count > 0; // an iteration with nothing admitted only waited
         _scheduler.Run();
         RetireFinished();
         PublishSnapshot();
+        if (ranModel)
+            _metrics.Iteration(Stopwatch.GetElapsedTime(_iterationStart));
     }
 
     private void DropCancelled()

@@ -239,6 +239,8 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
             Assert.True(measurements.ContainsKey("inference.kv.blocks.cached"));
             Assert.True(measurements.ContainsKey("inference.kv.usage"));
             Assert.True(measurements["inference.request.queue_time"] >= 2);
+            // At least a prefill and a decode iteration per request ran the model.
+            Assert.True(measurements["inference.iteration.duration"] >= 4);
             // Six tokens each without ignore_eos: each ends by length or at an end-of-sequence id (stop).
             Assert.True(measurements["inference.requests.finished"] >= 2);
             Assert.All(measurements.Keys.Where(k => k.StartsWith("inference.requests.finished/", StringComparison.Ordinal)),

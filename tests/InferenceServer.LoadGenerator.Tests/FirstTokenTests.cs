@@ -115,6 +115,24 @@ public sealed class FirstTokenTests
     }
 
     [Fact]
+    public void The_engines_iteration_times_are_summarized_and_reported_where_seen()
+    {
+        using var temp = new TempFolder();
+        var level = LevelSummary.Build("4 sessions", 4, Records(), TimeSpan.FromSeconds(1), "meter", null, null, null, iterationMs: [5, 10, 20, 40]);
+        Assert.Equal(4, level.IterationMs!.Count);
+        Assert.Equal(40, level.IterationMs.Max);
+        var report = ReportTests.SampleReport();
+        report.Runs.Add(new RunReport { Name = "IDE typing", Target = "inprocess", TargetKind = "inprocess", Workload = "ide", Levels = [level] });
+        Benchmark.Write(report, temp.Path);
+
+        var markdown = File.ReadAllText(temp.Combine("report.md"));
+        Assert.Contains("4 sessions: engine iterations p50 / p90 / p99 ", markdown, StringComparison.Ordinal);
+        Assert.Contains("longest 40.0 ms (4 iterations)", markdown, StringComparison.Ordinal);
+        // Without the engine in this process there is nothing to say.
+        Assert.Null(Level().IterationMs);
+    }
+
+    [Fact]
     public void The_reports_show_how_many_cancelled_requests_got_a_first_token()
     {
         using var temp = new TempFolder();

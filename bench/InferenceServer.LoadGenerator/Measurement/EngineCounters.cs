@@ -19,6 +19,9 @@ public interface IEngineCounters
 
     /// <summary>Cancellation-to-free times recorded since the previous call, in milliseconds; null when not observable.</summary>
     IReadOnlyList<double>? TakeCancelToFree();
+
+    /// <summary>Durations of the engine's iterations that ran the model since the previous call, in milliseconds; null when not observable.</summary>
+    IReadOnlyList<double>? TakeIterationTimes();
 }
 
 /// <summary>GET /admin/engine on our HTTP port.</summary>
@@ -76,33 +79,38 @@ public sealed class AdminEndpointCounters(Uri admin, string? apiKey) : IEngineCo
 
     public IReadOnlyList<double>? TakeCancelToFree() => null;
 
+    public IReadOnlyList<double>? TakeIterationTimes() => null;
+
     public void Dispose() => _http.Dispose();
 }
 
 /// <summary>
-/// An engine in this process: its snapshot, and the engine's own cancellation-to-free histogram
-/// (meter "InferenceServer.Engine"), which only a listener in the same process can see.
+/// An engine in this process: its snapshot, and the engine's own cancellation-to-free and
+/// iteration-duration histograms (meter "InferenceServer.Engine"), whose every measurement only a
+/// listener in the same process can see.
 /// </summary>
 public sealed class InProcessCounters : IEngineCounters, IDisposable
 {
     private const string CancelToFreeInstrument = "inference.cancellation.to_free";
+    private const string IterationInstrument = "inference.iteration.duration";
     private readonly InferenceEngine _engine;
     private readonly MeterListener _listener = new();
     private readonly Lock _lock = new();
     private List<double> _samples = [];
+    private List<double> _iterations = [];
 
     public InProcessCounters(InferenceEngine engine)
     {
         _engine = engine ?? throw new ArgumentNullException(nameof(engine));
         _listener.InstrumentPublished = (instrument, listener) =>
         {
-            if (instrument.Meter.Name == "InferenceServer.Engine" && instrument.Name == CancelToFreeInstrument)
+            if (instrument.Meter.Name == "InferenceServer.Engine" && instrument.Name is CancelToFreeInstrument or IterationInstrument)
                 listener.EnableMeasurementEvents(instrument);
         };
-        _listener.SetMeasurementEventCallback<double>((_, seconds, _, _) =>
+        _listener.SetMeasurementEventCallback<double>((instrument, seconds, _, _) =>
         {
             lock (_lock)
-                _samples.Add(seconds * 1000);
+                (instrument.Name == IterationInstrument ? _iterations : _samples).Add(seconds * 1000);
         });
         _listener.Start();
     }
@@ -121,6 +129,16 @@ public sealed class InProcessCounters : IEngineCounters, IDisposable
         {
             var taken = _samples;
             _samples = [];
+            return taken;
+        }
+    }
+
+    public IReadOnlyList<double>? TakeIterationTimes()
+    {
+        lock (_lock)
+        {
+            var taken = _iterations;
+            _iterations = [];
             return taken;
         }
     }

@@ -13,7 +13,8 @@ public static class LevelSummary
         string counterSource,
         EngineCounts? before,
         EngineCounts? after,
-        IReadOnlyList<double>? cancelToFree)
+        IReadOnlyList<double>? cancelToFree,
+        IReadOnlyList<double>? iterationMs = null)
     {
         ArgumentNullException.ThrowIfNull(records);
         var completed = records.Where(r => r.Outcome == RequestOutcome.Completed).ToList();
@@ -55,6 +56,7 @@ public static class LevelSummary
             CachedPromptTokens = cachedTokens,
             PrefixCacheShare = reportsCache && promptTokens > 0 ? (double)cachedTokens / promptTokens : null,
             Cancellation = Cancellation(cancelled, wall, counterSource, before, after, cancelToFree),
+            IterationMs = iterationMs is { Count: > 0 } ? Percentiles.Summarize(iterationMs) : null,
         };
     }
 

@@ -106,6 +106,12 @@ public sealed record LevelReport
 
     /// <summary>Over completed requests only.</summary>
     public Distribution? EndToEndMs { get; init; }
+
+    /// <summary>
+    /// The engine's iterations that ran the model during the level (only when the engine runs in this
+    /// process): what a running sequence's next token and a cancellation may wait for.
+    /// </summary>
+    public Distribution? IterationMs { get; init; }
     public long OutputTokens { get; init; }
     public double OutputTokensPerSecond { get; init; }
     public double RequestsPerSecond { get; init; }

@@ -80,6 +80,8 @@ public static class ReportTables
             footnotes.Add($"{level.Label}: errors {string.Join(", ", level.ErrorsByStatus.Select(kv => $"{kv.Key} x{kv.Value}"))}; first: {level.FirstError}");
         foreach (var level in run.Levels.Where(l => l.Cancelled > 0))
             footnotes.Add(FirstTokenLine(level));
+        foreach (var level in run.Levels.Where(l => l.IterationMs is not null))
+            footnotes.Add(IterationLine(level));
         if (run.FillInTheMiddle == false)
             footnotes.Add("the target refused a suffix (no fill-in-the-middle support), so the requests were plain prefix completions");
         var caption = $"{run.Workload} workload against {run.TargetKind} {run.Target}{(run.Reference ? " (reference)" : "")}";
@@ -116,6 +118,15 @@ public static class ReportTables
         return string.Create(CultureInfo.InvariantCulture,
             $"{level.Label}: {level.CancelledAfterFirstToken} of {level.Cancelled} cancelled requests got a first token before their cancellation, {level.CancelledBeforeFirstToken} were cancelled before any; "
             + $"TTFT and ITL cover the {withFirst} requests with a first token (completed or cancelled after it)");
+    }
+
+    /// <summary>The engine's iteration durations over the level, where they were seen.</summary>
+    public static string IterationLine(LevelReport level)
+    {
+        ArgumentNullException.ThrowIfNull(level);
+        var d = level.IterationMs!;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{level.Label}: engine iterations p50 / p90 / p99 {Triple(d, 1)} ms, longest {d.Max:F1} ms ({d.Count} iterations)");
     }
 
     /// <summary>The engine's own cancel-to-free times where seen; else the share freed within one iteration; else n/a.</summary>

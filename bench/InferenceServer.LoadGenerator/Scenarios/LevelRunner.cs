@@ -26,6 +26,7 @@ public static class LevelRunner
         ArgumentNullException.ThrowIfNull(body);
         var before = counters is null ? null : await counters.ReadAsync(cancellationToken).ConfigureAwait(false);
         counters?.TakeCancelToFree();
+        counters?.TakeIterationTimes();
         var records = new ConcurrentQueue<RequestRecord>();
         var started = Stopwatch.GetTimestamp();
         using var ticker = new CancellationTokenSource();
@@ -43,7 +44,7 @@ public static class LevelRunner
         EngineCounts? after = null;
         if (counters is not null)
             after = await SettledAsync(counters, cancellationToken).ConfigureAwait(false);
-        var report = LevelSummary.Build(label, value, records, wall, counters?.Source ?? "n/a", before, after, counters?.TakeCancelToFree());
+        var report = LevelSummary.Build(label, value, records, wall, counters?.Source ?? "n/a", before, after, counters?.TakeCancelToFree(), counters?.TakeIterationTimes());
         line.Complete(Brief(report));
         return (report, records.ToArray());
     }
