@@ -51,13 +51,19 @@ public sealed class InferenceEngine : IAsyncDisposable
 
     /// <summary>An engine over the paged graph's block pool (the CUDA path).</summary>
     public InferenceEngine(IPagedModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options)
-        : this(Paged(model, options), tokenizer, options, startLoop: true)
+        : this(model, tokenizer, options, startLoop: true)
     {
     }
 
-    /// <summary>Without its thread, for the scheduler benchmark, which calls <see cref="Iterate"/> itself.</summary>
+    /// <summary>Without its thread (<paramref name="startLoop"/> false), for tests and the scheduler benchmark, which call <see cref="Iterate"/> themselves.</summary>
     internal InferenceEngine(IDecoderModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options, bool startLoop)
         : this(Dense(model, options), tokenizer, options, startLoop)
+    {
+    }
+
+    /// <inheritdoc cref="InferenceEngine(IDecoderModel, Tokenizer.Tokenizer, EngineOptions, bool)"/>
+    internal InferenceEngine(IPagedModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options, bool startLoop)
+        : this(Paged(model, options), tokenizer, options, startLoop)
     {
     }
 
