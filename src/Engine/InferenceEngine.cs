@@ -144,25 +144,73 @@ public sealed class InferenceEngine : IAsyncDisposable
     private long _iterationStart, _previousIterationStart;
 
     /// <summary>
-    /// Queues a request and returns its output. Fails at once, queuing nothing, when the request
-    /// is invalid (<see cref="RequestValidationException"/>), the queue is full
-    /// (<see cref="EngineOverloadedException"/>) or the engine has stopped.
-    /// Cancelling <paramref name="cancellationToken"/> (or leaving the output unread) ends the
-    /// generation at the next iteration.
+    /// Checks a request against this engine's model, once: the prompt is not empty and, with
+    /// max_tokens, fits the context length and the KV budget; every token id is in the vocabulary;
+    /// sampling parameters, stop ids and stop strings are valid. Throws
+    /// <see cref="RequestValidationException"/> (code <see cref="RequestErrorCode.InvalidArgument"/>)
+    /// with a message for the client naming the first problem.
     /// </summary>
-    public GenerationOutput Submit(GenerationRequest request, CancellationToken cancellationToken = default)
+    public ValidatedRequest Validate(GenerationRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        var prompt = request.PromptTokens;
+        var capacity = _scheduler.Kv.Capacity;
+        int vocab = _executor.VocabSize, totalBlocks = _scheduler.Kv.TotalBlocks;
+        if (prompt is null || prompt.Count == 0)
+            throw new RequestValidationException("the prompt is empty");
+        if (request.MaxTokens < 1)
+            throw new RequestValidationException($"max_tokens must be at least 1, got {request.MaxTokens}");
+        if (prompt.Count >= capacity)
+            throw new RequestValidationException($"the prompt is {prompt.Count} tokens; this model's context length is {capacity}");
+        // In 64 bits: a client's max_tokens near int.MaxValue must not wrap around and pass.
+        if ((long)prompt.Count + request.MaxTokens > capacity)
+            throw new RequestValidationException(
+                $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.MaxTokens}) exceeds this model's context length of {capacity} tokens");
+        if (request.Sampling.Validate() is { } problem)
+            throw new RequestValidationException(problem);
+        foreach (var id in request.StopTokenIds)
+        {
+            if ((uint)id >= (uint)vocab)
+                throw new RequestValidationException($"stop token id {id} is outside the vocabulary");
+        }
+        if (_scheduler.Kv.BlocksFor(prompt.Count + 1) > totalBlocks)
+            throw new RequestValidationException(
+                $"the prompt ({prompt.Count} tokens) does not fit the KV cache budget of {totalBlocks * _scheduler.Kv.BlockTokens} tokens");
+        foreach (var token in prompt)
+        {
+            if ((uint)token >= (uint)vocab)
+                throw new RequestValidationException($"token id {token} is outside the vocabulary (0..{vocab - 1})");
+        }
+        if (request.StopStrings.Any(string.IsNullOrEmpty))
+            throw new RequestValidationException("stop strings cannot be empty");
+        return new ValidatedRequest(this, request, prompt is int[] array ? array : [.. prompt]);
+    }
+
+    /// <summary><see cref="Validate"/>, then <see cref="Submit(ValidatedRequest, CancellationToken)"/>.</summary>
+    public GenerationOutput Submit(GenerationRequest request, CancellationToken cancellationToken = default) =>
+        Submit(Validate(request), cancellationToken);
+
+    /// <summary>
+    /// Queues a validated request and returns its output. Fails at once, queuing nothing, when the
+    /// queue is full (<see cref="EngineOverloadedException"/>) or the engine has stopped
+    /// (<see cref="EngineStoppedException"/>). Cancelling <paramref name="cancellationToken"/> (or
+    /// leaving the output unread) ends the generation at the next iteration.
+    /// </summary>
+    public GenerationOutput Submit(ValidatedRequest validated, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(validated);
+        if (validated.Engine != this)
+            throw new ArgumentException("the request was validated by another engine", nameof(validated));
         if (_fault is not null || _stop.IsCancellationRequested)
             throw new EngineStoppedException(_fault is null ? "the engine is stopping" : $"the engine stopped after an error: {_fault.Message}");
-        Validate(request);
         // Everything that can fail happens before the queue slot is taken, so a request that
         // fails here has nothing to give back.
+        var request = validated.Request;
         var sampling = request.Sampling;
         var output = new GenerationOutput(request.MaxTokens, sampling.Logprobs);
         var detokenizer = _tokenizer.CreateStreamingDetokenizer(skipSpecialTokens: true);
         detokenizer.StopStrings = request.StopStrings;
-        var prompt = request.PromptTokens is int[] array ? array : request.PromptTokens.ToArray();
+        var prompt = validated.Prompt;
         var healed = request.HealPromptEnd && _tokenizer.Healing is { } healing ? healing.HealableEnd(prompt) ?? [] : [];
         var computed = prompt.AsSpan(0, prompt.Length - (healed.Length > 0 ? 1 : 0));
         detokenizer.KnownLeadingBytes = healed.Length;
@@ -175,39 +223,9 @@ public sealed class InferenceEngine : IAsyncDisposable
             throw new EngineOverloadedException($"the queue is full ({_options.MaxWaitingRequests} requests waiting); try again later");
         }
         _incoming.Enqueue(sequence);
-        _metrics.Submitted(request.PromptTokens.Count);
+        _metrics.Submitted(prompt.Length);
         _wake.Release();
         return output;
-    }
-
-    private void Validate(GenerationRequest request)
-    {
-        var prompt = request.PromptTokens;
-        if (prompt is null || prompt.Count == 0)
-            throw new RequestValidationException("the prompt is empty");
-        if (request.MaxTokens < 1)
-            throw new RequestValidationException($"max_tokens must be at least 1, got {request.MaxTokens}");
-        // In 64 bits: a client's max_tokens near int.MaxValue must not wrap around and pass.
-        if ((long)prompt.Count + request.MaxTokens > _scheduler.Kv.Capacity)
-            throw new RequestValidationException(
-                $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.MaxTokens}) exceeds the context length of {_scheduler.Kv.Capacity} tokens");
-        if (_scheduler.Kv.BlocksFor(prompt.Count + 1) > _scheduler.Kv.TotalBlocks)
-            throw new RequestValidationException(
-                $"the prompt ({prompt.Count} tokens) does not fit the KV cache budget of {_scheduler.Kv.TotalBlocks * _scheduler.Kv.BlockTokens} tokens");
-        foreach (var token in prompt)
-        {
-            if ((uint)token >= (uint)_executor.VocabSize)
-                throw new RequestValidationException($"token id {token} is outside the vocabulary (0..{_executor.VocabSize - 1})");
-        }
-        if (request.Sampling.Validate() is { } problem)
-            throw new RequestValidationException(problem);
-        foreach (var id in request.StopTokenIds)
-        {
-            if ((uint)id >= (uint)_executor.VocabSize)
-                throw new RequestValidationException($"stop token id {id} is outside the vocabulary (0..{_executor.VocabSize - 1})");
-        }
-        if (request.StopStrings.Any(string.IsNullOrEmpty))
-            throw new RequestValidationException("stop strings cannot be empty");
     }
 
     private void Loop()

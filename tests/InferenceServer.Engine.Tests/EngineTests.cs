@@ -221,6 +221,7 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
             outputs.Add(test.Submit(Greedy(Prompt(8, 20 + i), maxTokens: 200), cancel.Token));
         var refused = Assert.Throws<EngineOverloadedException>(() => test.Submit(Greedy(Prompt(8, 30), maxTokens: 5)));
         Assert.Contains("queue is full", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(RequestErrorCode.ResourceExhausted, refused.Code);
         await cancel.CancelAsync();
         foreach (var result in await test.RunAsync([.. outputs]))
             Assert.Equal(FinishReason.Cancelled, result.FinishReason);
@@ -331,7 +332,7 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
 
     [Theory]
     [InlineData(0, 5, "prompt is empty")]
-    [InlineData(250, 10, "exceeds the context length of 256")]
+    [InlineData(250, 10, "exceeds this model's context length of 256")]
     [InlineData(5, 0, "max_tokens must be at least 1")]
     public async Task Invalid_requests_are_refused_before_queuing(int promptLength, int maxTokens, string expected)
     {
@@ -341,5 +342,19 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         Assert.Throws<RequestValidationException>(() => test.Submit(Greedy([1, 2, 999], 5)));
         Assert.Throws<RequestValidationException>(() => test.Submit(Greedy([1, 2], 5) with { Sampling = new SamplingParameters { TopP = 0 } }));
         Assert.Equal(0, test.Engine.Snapshot.Waiting);
+    }
+
+    [Fact]
+    public async Task A_request_is_validated_once_into_a_type_only_its_engine_takes()
+    {
+        await using var test = new EngineUnderTest(model);
+        await using var shorter = new EngineUnderTest(model, capacity: 128);
+        var validated = test.Engine.Validate(Greedy(Prompt(8, 2), 4));
+        Assert.Throws<ArgumentException>(() => shorter.Engine.Submit(validated));
+        var refused = Assert.Throws<RequestValidationException>(() => shorter.Engine.Validate(Greedy(Prompt(120, 2), 10)));
+        Assert.Equal(RequestErrorCode.InvalidArgument, refused.Code);
+        Assert.Equal("the prompt (120 tokens) plus max_tokens (10) exceeds this model's context length of 128 tokens", refused.Message);
+        Assert.Equal(4, (await test.RunAsync(test.Engine.Submit(validated)))[0].TokenIds.Count);
+        test.AssertIdle();
     }
 }
