@@ -19,7 +19,7 @@ namespace InferenceServer.Engine;
 /// only runs what the plan says. The engine is what sees requests: it validates them, samples, and
 /// writes every output.
 /// </summary>
-public sealed class InferenceEngine : IAsyncDisposable
+public sealed class InferenceEngine : IInferenceEngine
 {
     private readonly Scheduler _scheduler;
     private readonly IStepExecutor _executor;
