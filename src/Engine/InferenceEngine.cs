@@ -39,6 +39,7 @@ public sealed class InferenceEngine : IInferenceEngine
     private readonly float[] _healingLogits;
     private readonly int[] _healingIds = new int[256];
 
+    private readonly bool _stepped; // no thread: whoever made it calls Iterate
     private long _nextId;
     private int _queued; // submitted, not yet admitted or finished while waiting
     private Exception? _fault;
@@ -80,6 +81,7 @@ public sealed class InferenceEngine : IInferenceEngine
         _stopIds = [.. options.EosTokenIds];
         _metrics = new EngineMetrics(this);
         _thread = new Thread(Loop) { Name = "inference-engine", IsBackground = true };
+        _stepped = !startLoop;
         if (startLoop)
             _thread.Start();
         else
@@ -552,6 +554,8 @@ public sealed class InferenceEngine : IInferenceEngine
         await _stop.CancelAsync().ConfigureAwait(false);
         _wake.Release();
         await _stopped.Task.ConfigureAwait(false);
+        if (_stepped)
+            FinishEverything(); // what the loop's thread does when it stops
         _metrics.Dispose();
         _stop.Dispose();
         _wake.Dispose();

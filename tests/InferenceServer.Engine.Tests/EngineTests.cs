@@ -5,8 +5,9 @@ using static InferenceServer.Engine.Tests.EngineFixture;
 namespace InferenceServer.Engine.Tests;
 
 /// <summary>
-/// The engine over the real small model on the dense path, stepped by the test (no thread): the
-/// tokens a request gets, prefix reuse, stops, sampling, metrics, validation. What only threads
+/// The engine stepped by the test (no thread), over the real small model on the dense path: the
+/// tokens a request gets, prefix reuse, stops, sampling, metrics, validation; and over a scripted
+/// executor, that an iteration allocates nothing. What only threads
 /// can show is in <see cref="EngineThreadTests"/>; what the scheduler decides alone, in <see cref="SchedulerTests"/>.
 /// </summary>
 public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixture>
@@ -356,5 +357,26 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         Assert.Equal("the prompt (120 tokens) plus max_tokens (10) exceeds this model's context length of 128 tokens", refused.Message);
         Assert.Equal(4, (await test.RunAsync(test.Engine.Submit(validated)))[0].TokenIds.Count);
         test.AssertIdle();
+    }
+
+    [Fact]
+    public async Task An_iteration_allocates_nothing_once_its_sequences_decode()
+    {
+        var executor = new ScriptedExecutor(model.Tokenizer.VocabSize) { Record = false };
+        var engine = ScriptedEngines.Create(model, executor, capacity: 2048);
+        var outputs = Enumerable.Range(0, 4).Select(i => engine.Submit(Greedy(Prompt(8 + i, 200 + i), 1500))).ToList();
+        for (var i = 0; i < 20; i++)
+            engine.Iterate();
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 200; i++)
+            engine.Iterate();
+        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.Equal(0, allocated);
+        Assert.All(outputs, o => Assert.False(o.IsFinished));
+
+        // Disposing an engine without its thread ends what it still holds, as the thread would.
+        await engine.DisposeAsync();
+        Assert.All(outputs, o => Assert.True(o.IsFinished));
+        Assert.Equal(0, engine.Snapshot.UsedBlocks);
     }
 }

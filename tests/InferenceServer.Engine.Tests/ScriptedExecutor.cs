@@ -21,6 +21,9 @@ internal sealed class ScriptedExecutor(int vocabSize, int maxStepTokens = 512, i
     public int MaxStepTokens => maxStepTokens;
     public int ReducedTopK => reducedTopK;
 
+    /// <summary>Whether plans are recorded (recording allocates; allocation tests turn it off).</summary>
+    public bool Record { get; set; } = true;
+
     /// <summary>What each prompt token and each decode-only step "took".</summary>
     public TimeSpan PrefillCostPerToken { get; set; }
     public TimeSpan DecodeCost { get; set; }
@@ -43,19 +46,22 @@ internal sealed class ScriptedExecutor(int vocabSize, int maxStepTokens = 512, i
         var rows = plan.Rows;
         if (rows.Length == 0)
             return default;
-        var record = new RowRecord[rows.Length];
+        var record = Record ? new RowRecord[rows.Length] : null;
         for (var r = 0; r < rows.Length; r++)
         {
             var row = rows[r];
-            record[r] = new RowRecord(row.Sequence.Id, row.PastLength, row.TokenCount, row.LogitsCount, row.Prefill);
+            record?[r] = new RowRecord(row.Sequence.Id, row.PastLength, row.TokenCount, row.LogitsCount, row.Prefill);
             if (row.LogitsCount == 0)
                 continue;
             var logits = _logits.AsSpan(r * vocabSize, vocabSize);
             logits.Fill(float.NegativeInfinity);
             logits[Next(plan.Tokens[row.TokenOffset + row.TokenCount - 1])] = 0;
         }
-        lock (_plans)
-            _plans.Add(record);
+        if (record is not null)
+        {
+            lock (_plans)
+                _plans.Add(record);
+        }
         var decode = plan.PrefillTokens == 0 ? DecodeCost : TimeSpan.Zero;
         return new StepResult(vocabSize, _logits, default, default, new StepTimes(plan.PrefillTokens, PrefillCostPerToken * plan.PrefillTokens, decode));
     }
