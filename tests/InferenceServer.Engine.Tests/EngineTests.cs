@@ -66,7 +66,7 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     }
 
     [Fact]
-    public async Task The_dense_executor_runs_chunks_on_a_past_alone_fresh_prompts_together_and_decodes_in_one_step()
+    public async Task The_dense_executor_runs_whole_fresh_prompts_together_other_chunks_alone_and_decodes_in_one_step()
     {
         await using var test = new EngineUnderTest(model, options: new EngineOptions { PrefillChunkTokens = 16, MaxBatchTokens = 64 });
         var decoding = test.Submit(Greedy(Prompt(4, 3), maxTokens: 40));
@@ -74,17 +74,16 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         var before = test.Recorder.Steps.Count;
         GenerationOutput[] arriving = [test.Submit(Greedy(Prompt(40, 4), maxTokens: 2)), test.Submit(Greedy(Prompt(6, 5), maxTokens: 2)), test.Submit(Greedy(Prompt(7, 6), maxTokens: 2))];
         test.Step();
-        // One iteration: the 40-token prompt's first chunk and the two short prompts (adjacent
-        // fresh slots, one batch), then slot 0's decode, alone in the decode run.
+        // One iteration: the 40-token prompt's first chunk alone (not padded onto the short ones),
+        // the two short prompts in adjacent fresh slots as one batch, then slot 0's decode alone.
         var steps = test.Recorder.Steps.Skip(before).ToList();
-        Assert.Equal(2, steps.Count);
-        Assert.Equal(1, steps[0].FirstSlot);
-        Assert.Equal([(0, 16), (0, 6), (0, 7)], steps[0].Rows.Select(r => (r.PastLength, r.TokenCount)));
-        Assert.Equal(0, steps[1].FirstSlot);
-        Assert.Equal((4, 1), (steps[1].Rows[0].PastLength, steps[1].Rows[0].TokenCount));
+        Assert.Equal([(1, 1), (2, 2), (0, 1)], steps.Select(s => (s.FirstSlot, s.Rows.Length)));
+        Assert.Equal((0, 16), (steps[0].Rows[0].PastLength, steps[0].Rows[0].TokenCount));
+        Assert.Equal([(0, 6), (0, 7)], steps[1].Rows.Select(r => (r.PastLength, r.TokenCount)));
+        Assert.Equal((4, 1), (steps[2].Rows[0].PastLength, steps[2].Rows[0].TokenCount));
         test.Step();
         // The next chunk continues a past: a run of its own, at its slot.
-        Assert.Contains(test.Recorder.Steps.Skip(before + 2), s => s.FirstSlot == 1 && s.Rows is [{ PastLength: 16, TokenCount: 16 }]);
+        Assert.Contains(test.Recorder.Steps.Skip(before + 3), s => s.FirstSlot == 1 && s.Rows is [{ PastLength: 16, TokenCount: 16 }]);
         await test.RunAsync([decoding, .. arriving]);
         test.AssertIdle();
     }

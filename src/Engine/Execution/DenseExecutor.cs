@@ -6,7 +6,7 @@ namespace InferenceServer.Engine;
 
 /// <summary>
 /// The dense graph's slots, run as GroupQueryAttention on the CPU allows: prefill chunks first
-/// (fresh prompts in adjacent slots as one right-padded batch, a chunk on top of a past alone), then
+/// (whole fresh prompts in adjacent slots as one right-padded batch, any other chunk alone), then
 /// every single-token row (decodes) in one batched run over slots 0 to the last one decoding, with
 /// scratch rows for the slots in that range that are not. Logits rows a prefill run produced are
 /// copied out before the next run reuses the model's output; the decode run's are read in place.
@@ -66,12 +66,14 @@ internal sealed class DenseExecutor : IStepExecutor
                 lastDecodeSlot = slot;
                 continue;
             }
-            // A chunk on top of a past runs alone; fresh prompts in adjacent slots run together.
+            // A chunk on top of a past runs alone, and so does the first chunk of a long prompt;
+            // whole fresh prompts in adjacent slots run together (a right-padded batch costs its
+            // longest row's length for every row, so a long chunk is not padded onto short ones).
             var group = 1;
-            if (row.PastLength == 0)
+            if (IsWholeFreshPrompt(row))
             {
                 while (slot + group < _rowBySlot.Length && _rowBySlot[slot + group] is var next && next >= 0
-                    && rows[next].PastLength == 0 && rows[next].TokenCount > 1)
+                    && IsWholeFreshPrompt(rows[next]))
                     group++;
             }
             var written = 0;
@@ -121,4 +123,6 @@ internal sealed class DenseExecutor : IStepExecutor
         }
         return new StepResult(_vocab, _copied, last, _lastRowOf.AsSpan(0, rows.Length), new StepTimes(prefillTokens, prefill, decode));
     }
+
+    private static bool IsWholeFreshPrompt(PlanRow row) => row.PastLength == 0 && row.TokenCount > 1 && row.LogitsCount > 0;
 }
