@@ -272,15 +272,26 @@ public sealed class InferenceEngine : IInferenceEngine
         while (_incoming.TryDequeue(out var arrived))
             _scheduler.Enqueue(arrived);
 
-        var plan = _scheduler.Schedule();
+        // An executor that runs prefills and decodes apart gets them as two plans: a prompt the
+        // first finishes decodes in the second, as one run could not have it do.
+        var ranModel = _executor.DecodesRunApart
+            ? Step(PlanPart.Prefills) | Step(PlanPart.Decodes)
+            : Step(PlanPart.All);
+        PublishSnapshot();
+        if (ranModel) // an iteration with nothing to run only waited
+            _metrics.Iteration(Stopwatch.GetElapsedTime(_iterationStart));
+    }
+
+    // Plan, execute, apply.
+    private bool Step(PlanPart part)
+    {
+        var plan = _scheduler.Schedule(part);
         // The queue changes first: a cancelled request's final event and a queue place given back
         // need not wait for the model run.
         Settle(plan);
         var result = _executor.Execute(plan);
         Apply(plan, result);
-        PublishSnapshot();
-        if (plan.Rows.Length > 0) // an iteration with nothing to run only waited
-            _metrics.Iteration(Stopwatch.GetElapsedTime(_iterationStart));
+        return plan.Rows.Length > 0;
     }
 
     private void Apply(IterationPlan plan, StepResult result)

@@ -66,7 +66,7 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     }
 
     [Fact]
-    public async Task The_dense_executor_runs_whole_fresh_prompts_together_other_chunks_alone_and_decodes_in_one_step()
+    public async Task The_dense_executor_runs_whole_fresh_prompts_together_other_chunks_alone_and_then_every_decode_in_one_step()
     {
         await using var test = new EngineUnderTest(model, options: new EngineOptions { PrefillChunkTokens = 16, MaxBatchTokens = 64 });
         var decoding = test.Submit(Greedy(Prompt(4, 3), maxTokens: 40));
@@ -75,12 +75,13 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         GenerationOutput[] arriving = [test.Submit(Greedy(Prompt(40, 4), maxTokens: 2)), test.Submit(Greedy(Prompt(6, 5), maxTokens: 2)), test.Submit(Greedy(Prompt(7, 6), maxTokens: 2))];
         test.Step();
         // One iteration: the 40-token prompt's first chunk alone (not padded onto the short ones),
-        // the two short prompts in adjacent fresh slots as one batch, then slot 0's decode alone.
+        // the two short prompts in adjacent fresh slots as one batch, then one decode run: slot 0,
+        // a scratch row for slot 1 (still in its prompt), and the two prompts just finished.
         var steps = test.Recorder.Steps.Skip(before).ToList();
-        Assert.Equal([(1, 1), (2, 2), (0, 1)], steps.Select(s => (s.FirstSlot, s.Rows.Length)));
+        Assert.Equal([(1, 1), (2, 2), (0, 4)], steps.Select(s => (s.FirstSlot, s.Rows.Length)));
         Assert.Equal((0, 16), (steps[0].Rows[0].PastLength, steps[0].Rows[0].TokenCount));
         Assert.Equal([(0, 6), (0, 7)], steps[1].Rows.Select(r => (r.PastLength, r.TokenCount)));
-        Assert.Equal((4, 1), (steps[2].Rows[0].PastLength, steps[2].Rows[0].TokenCount));
+        Assert.Equal([(5, 1), (16, 1), (6, 1), (7, 1)], steps[2].Rows.Select(r => (r.PastLength, r.TokenCount)));
         test.Step();
         // The next chunk continues a past: a run of its own, at its slot.
         Assert.Contains(test.Recorder.Steps.Skip(before + 3), s => s.FirstSlot == 1 && s.Rows is [{ PastLength: 16, TokenCount: 16 }]);
@@ -102,7 +103,7 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
         Assert.Equal(steps, test.Recorder.Steps.Count); // no step ran for it
         var result = await output.CollectAsync();
         Assert.Equal(FinishReason.Cancelled, result.FinishReason);
-        Assert.Equal(4, result.Usage.CompletionTokens); // a prefill and three decodes
+        Assert.Equal(5, result.Usage.CompletionTokens); // the prompt's token and a decode, then three decodes
         test.AssertIdle();
         Assert.True(test.Engine.Snapshot.CachedBlocks > 0, "the cancelled sequence's KV should stay cached for reuse");
         Assert.Equal(1, test.Engine.Snapshot.Cancellations);

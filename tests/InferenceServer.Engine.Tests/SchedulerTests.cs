@@ -194,4 +194,32 @@ public sealed class SchedulerTests(EngineFixture model) : IClassFixture<EngineFi
         Assert.False(greedy.NeedsLogitsRow(8));
         Assert.True(greedy.NeedsLogitsRow(0)); // an executor that does not reduce returns whole rows
     }
+
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void Planned_in_halves_the_prefills_leave_room_for_the_decodes_and_a_finished_prompt_decodes_at_once(string layout)
+    {
+        var scheduler = Create(Layout(layout, blocks: 64), new EngineOptions { PrefillChunkTokens = 16, MaxBatchTokens = 16 });
+        var decoding = New(4, 70, maxTokens: 10);
+        scheduler.Enqueue(decoding);
+        Apply(scheduler, scheduler.Schedule());
+        var prompt = New(30, 71, maxTokens: 10);
+        scheduler.Enqueue(prompt);
+
+        // 16 tokens an iteration, one of them the decode's: a chunk of 15.
+        var prefills = scheduler.Schedule(PlanPart.Prefills);
+        Assert.Equal([new PlanRow(prompt, 0, 0, 15, 0, Prefill: true)], prefills.Rows.ToArray());
+        Apply(scheduler, prefills);
+        var decodes = scheduler.Schedule(PlanPart.Decodes);
+        Assert.Equal([new PlanRow(decoding, 4, 0, 1, 1, Prefill: false)], decodes.Rows.ToArray());
+        Apply(scheduler, decodes);
+
+        // The rest of the prompt, then its first decode in the same iteration's second half.
+        prefills = scheduler.Schedule(PlanPart.Prefills);
+        Assert.Equal([new PlanRow(prompt, 15, 0, 15, 1, Prefill: true)], prefills.Rows.ToArray());
+        Apply(scheduler, prefills);
+        decodes = scheduler.Schedule(PlanPart.Decodes);
+        Assert.Equal([decoding, prompt], decodes.Rows.ToArray().Select(r => r.Sequence));
+        Assert.All(decodes.Rows.ToArray(), r => Assert.Equal((1, 1, false), (r.TokenCount, r.LogitsCount, r.Prefill)));
+    }
 }

@@ -19,6 +19,7 @@ internal sealed class ScriptedExecutor(int vocabSize, int maxStepTokens = 512, i
 
     public int VocabSize => vocabSize;
     public int MaxStepTokens => maxStepTokens;
+    public bool DecodesRunApart => false;
     public int ReducedTopK => reducedTopK;
 
     /// <summary>Whether plans are recorded (recording allocates; allocation tests turn it off).</summary>

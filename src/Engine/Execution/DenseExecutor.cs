@@ -39,6 +39,7 @@ internal sealed class DenseExecutor : IStepExecutor
 
     public int VocabSize => _vocab;
     public int MaxStepTokens { get; }
+    public bool DecodesRunApart => true;
     public int ReducedTopK => 0;
 
     public StepResult Execute(IterationPlan plan)

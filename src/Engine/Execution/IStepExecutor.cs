@@ -16,6 +16,13 @@ internal interface IStepExecutor
     /// <summary>(logit, id) pairs each row is reduced to on the device; 0 when every row's logits come back whole.</summary>
     int ReducedTopK { get; }
 
+    /// <summary>
+    /// Whether prefill chunks and decodes are separate model runs anyway. Then the engine plans an
+    /// iteration in two halves (<see cref="PlanPart"/>), so that a prompt finished in the first
+    /// half samples its first token and decodes its second in the same iteration.
+    /// </summary>
+    bool DecodesRunApart { get; }
+
     /// <summary>Runs the plan's KV copies and rows; the result is valid until the next call.</summary>
     StepResult Execute(IterationPlan plan);
 }

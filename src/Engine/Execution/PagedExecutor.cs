@@ -29,6 +29,7 @@ internal sealed class PagedExecutor : IStepExecutor
 
     public int VocabSize => _model.VocabSize;
     public int MaxStepTokens => _model.MaxStepTokens;
+    public bool DecodesRunApart => false;
     public int ReducedTopK => _model.TopK;
 
     public StepResult Execute(IterationPlan plan)

@@ -59,15 +59,21 @@ internal sealed class Scheduler
     /// <summary>Takes the next waiting sequence off the queue (on shutdown).</summary>
     public bool TryDequeueWaiting(out Sequence sequence) => _waiting.TryDequeue(out sequence!, out _);
 
-    /// <summary>This iteration's plan; valid until the next call.</summary>
-    public IterationPlan Schedule()
+    /// <summary>
+    /// This iteration's plan, or one part of it (<see cref="PlanPart"/>); valid until the next call.
+    /// </summary>
+    public IterationPlan Schedule(PlanPart part = PlanPart.All)
     {
         var plan = _plan;
         plan.Clear();
-        DropCancelled(plan);
-        Admit(plan);
-        ReserveDecodeRoom(plan);
-        AddRows(plan);
+        if (part != PlanPart.Decodes)
+        {
+            DropCancelled(plan);
+            Admit(plan);
+        }
+        if (part != PlanPart.Prefills)
+            ReserveDecodeRoom(plan);
+        AddRows(plan, part);
         return plan;
     }
 
@@ -186,26 +192,32 @@ internal sealed class Scheduler
         plan.Preempted.Add(sequence);
     }
 
-    private void AddRows(IterationPlan plan)
+    private void AddRows(IterationPlan plan, PlanPart part)
     {
-        // Decodes first: a token each.
+        // Decodes first: a token each. Planned apart, the prefill half leaves them their room.
+        var decodesLater = 0;
         foreach (var sequence in _running)
         {
-            if (plan.Rows.Length == plan.MaxRows || plan.TokenCount == plan.MaxTokens)
-                break;
-            if (sequence.IsDecoding)
+            if (!sequence.IsDecoding)
+                continue;
+            if (part == PlanPart.Prefills)
+                decodesLater++;
+            else if (plan.Rows.Length < plan.MaxRows && plan.TokenCount < plan.MaxTokens)
                 Commit(plan, sequence, 1, prefill: false);
         }
+        if (part == PlanPart.Decodes)
+            return;
         // Then prefill chunks, as many sequences as the token and time budgets allow.
-        var prefillLeft = _cost.PrefillTokens(decodes: plan.TokenCount > 0);
+        var maxTokens = Math.Max(0, plan.MaxTokens - decodesLater);
+        var prefillLeft = _cost.PrefillTokens(decodes: plan.TokenCount + decodesLater > 0);
         foreach (var sequence in _running)
         {
-            if (plan.Rows.Length == plan.MaxRows || plan.TokenCount == plan.MaxTokens || prefillLeft == 0)
+            if (plan.Rows.Length == plan.MaxRows || plan.TokenCount >= maxTokens || prefillLeft == 0)
                 break;
             // Decodes already have their row (and those the budget left out wait for the next iteration).
             if (sequence.IsDecoding || sequence.Computed == sequence.Length || sequence.Output.Abandoned)
                 continue;
-            var chunk = Math.Min(Math.Min(Math.Min(sequence.Length - sequence.Computed, _options.PrefillChunkTokens), plan.MaxTokens - plan.TokenCount), prefillLeft);
+            var chunk = Math.Min(Math.Min(Math.Min(sequence.Length - sequence.Computed, _options.PrefillChunkTokens), maxTokens - plan.TokenCount), prefillLeft);
             prefillLeft -= chunk;
             Commit(plan, sequence, chunk, prefill: true);
         }
@@ -220,4 +232,21 @@ internal sealed class Scheduler
         sequence.Computed = start + count;
         _kv.Computed(sequence, start);
     }
+}
+
+/// <summary>Which rows a plan holds.</summary>
+internal enum PlanPart
+{
+    /// <summary>A whole iteration: cancellations, admissions, decodes, then prefill chunks.</summary>
+    All,
+
+    /// <summary>
+    /// The first half of an iteration whose executor runs prefill chunks and decodes apart anyway
+    /// (<see cref="IStepExecutor.DecodesRunApart"/>): cancellations, admissions and prefill chunks,
+    /// leaving the token and time budgets room for the decodes.
+    /// </summary>
+    Prefills,
+
+    /// <summary>The second half: room for the next position, then every decode, those of prompts the first half finished included.</summary>
+    Decodes,
 }
