@@ -104,7 +104,7 @@ public sealed class InferenceEngine : IInferenceEngine
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         var layout = new PagedBlockLayout(model.KvBlocks, model.BlockTokens, model.Capacity, model.MaxSequences, model.MaxBlocksPerSequence);
-        var executor = new PagedExecutor(model);
+        var executor = new PagedExecutor(model, layout);
         return (new Scheduler(layout, options, executor.MaxStepTokens, executor.ReducedTopK), executor);
     }
 

@@ -48,11 +48,11 @@ internal sealed class Sequence : IDisposable
     /// </summary>
     public int Computed { get; set; }
 
-    /// <summary>The KV slot while admitted on the dense path, else -1.</summary>
-    public int Slot { get; set; } = -1;
-
-    /// <summary>The block table on the paged path (kept across preemptions, empty while waiting).</summary>
-    public Kv.PagedSequence? Blocks { get; set; }
+    /// <summary>
+    /// Where its KV is while admitted, else -1: its slot on the dense path, its block table's
+    /// index on the paged one (<see cref="Kv.KvLayout"/> decides; nothing else reads it).
+    /// </summary>
+    public int KvIndex { get; set; } = -1;
 
     public int PromptLength { get; }
     public int Generated => Length - PromptLength;

@@ -173,7 +173,7 @@ public sealed class SchedulerTests(EngineFixture model) : IClassFixture<EngineFi
         var sharing = Sequence(model.Tokenizer, [.. running.Tokens.AsSpan(0, 64), 9, 10, 11], maxTokens: 2);
         scheduler.Enqueue(sharing);
         var plan = scheduler.Schedule();
-        Assert.Equal([new KvCopy(running.Slot, sharing.Slot, 64)], plan.Copies);
+        Assert.Equal([new KvCopy(running.KvIndex, sharing.KvIndex, 64)], plan.Copies);
         Assert.Equal(64, sharing.CachedPromptTokens);
         Assert.Contains(new PlanRow(sharing, 64, 1, 3, 1, Prefill: true), plan.Rows.ToArray());
     }

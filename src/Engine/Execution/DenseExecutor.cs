@@ -52,7 +52,7 @@ internal sealed class DenseExecutor : IStepExecutor
         _rowBySlot.AsSpan().Fill(-1);
         _lastRowOf.AsSpan(0, rows.Length).Fill(-1);
         for (var r = 0; r < rows.Length; r++)
-            _rowBySlot[rows[r].Sequence.Slot] = r;
+            _rowBySlot[rows[r].Sequence.KvIndex] = r; // the slot
 
         int prefillTokens = 0, lastDecodeSlot = -1;
         var prefill = TimeSpan.Zero;

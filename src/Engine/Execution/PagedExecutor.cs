@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using InferenceServer.Engine.Kv;
 using InferenceServer.Model;
 
 namespace InferenceServer.Engine;
@@ -12,14 +13,17 @@ namespace InferenceServer.Engine;
 internal sealed class PagedExecutor : IStepExecutor
 {
     private readonly IPagedModel _model;
+    private readonly PagedBlockLayout _layout;
     private readonly SequenceStep[] _rows;
     private readonly int[] _table;
     private readonly int[] _rowIndex;
 
-    public PagedExecutor(IPagedModel model)
+    public PagedExecutor(IPagedModel model, PagedBlockLayout layout)
     {
         ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(layout);
         _model = model;
+        _layout = layout;
         _rows = new SequenceStep[model.MaxSequences];
         _table = new int[model.MaxSequences * model.MaxBlocksPerSequence];
         _rowIndex = new int[model.MaxSequences];
@@ -41,11 +45,11 @@ internal sealed class PagedExecutor : IStepExecutor
         for (var r = 0; r < rows.Length; r++)
         {
             _rows[r] = new SequenceStep(rows[r].PastLength, rows[r].TokenCount);
-            width = Math.Max(width, rows[r].Sequence.Blocks!.BlockCount);
+            width = Math.Max(width, _layout.Table(rows[r].Sequence.KvIndex).BlockCount);
         }
         for (var r = 0; r < rows.Length; r++)
         {
-            var blocks = rows[r].Sequence.Blocks!.Blocks;
+            var blocks = _layout.Table(rows[r].Sequence.KvIndex).Blocks;
             var row = _table.AsSpan(r * width, width);
             blocks.CopyTo(row);
             row[blocks.Length..].Clear(); // read by nobody: lengths bound what attention reads

@@ -60,7 +60,7 @@ internal sealed class DenseSlotLayout : KvLayout
             _kv.CopyTokens(source, slot, reuse);
         }
         _kv.Take(slot, reuse, sequence.Length + 1);
-        sequence.Slot = slot;
+        sequence.KvIndex = slot;
         sequence.Computed = reuse;
         _bySlot[slot] = sequence;
         return true;
@@ -69,7 +69,7 @@ internal sealed class DenseSlotLayout : KvLayout
     // Crossing into a new block needs a free one: evict cached KV, else there is none.
     public override bool TryGrow(Sequence sequence, int tokens)
     {
-        var slot = sequence.Slot;
+        var slot = sequence.KvIndex;
         if (_kv.BlocksFor(tokens) <= _kv.OwnedBlocks(slot))
             return true;
         if (_kv.FreeBlocks < 1 && !_kv.EvictOne(keep: -1))
@@ -79,14 +79,14 @@ internal sealed class DenseSlotLayout : KvLayout
     }
 
     public override void Computed(Sequence sequence, int start) =>
-        _kv.Computed(sequence.Slot, start, sequence.Tokens.AsSpan(start, sequence.Computed - start));
+        _kv.Computed(sequence.KvIndex, start, sequence.Tokens.AsSpan(start, sequence.Computed - start));
 
     public override void Release(Sequence sequence)
     {
-        if (sequence.Slot < 0)
+        if (sequence.KvIndex < 0)
             return;
-        _kv.Release(sequence.Slot);
-        _bySlot[sequence.Slot] = null;
-        sequence.Slot = -1;
+        _kv.Release(sequence.KvIndex);
+        _bySlot[sequence.KvIndex] = null;
+        sequence.KvIndex = -1;
     }
 }
