@@ -41,6 +41,15 @@ public sealed class EngineFixture : IDisposable
 }
 
 /// <summary>
+/// The oracle's small Llama's tokenizer alone (320 tokens), for tests that run no model: the
+/// scheduler's, and the engine's over a <see cref="ScriptedExecutor"/>.
+/// </summary>
+public sealed class TokenizerFixture
+{
+    public Tokenizer.Tokenizer Tokenizer { get; } = InferenceServer.Tokenizer.Tokenizer.Load(Path.Combine(TestPaths.Oracle("llama"), "tokenizer.json"));
+}
+
+/// <summary>
 /// The real model, recording every step the engine ran (which slots, with what past and how many
 /// tokens); with <c>failAtStep</c>, that step throws as a failing device would.
 /// </summary>

@@ -365,7 +365,7 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     public async Task An_iteration_allocates_nothing_once_its_sequences_decode(string layout)
     {
         var executor = new ScriptedExecutor(model.Tokenizer.VocabSize) { Record = false };
-        var engine = ScriptedEngines.Create(model, executor, capacity: 2048, layout: layout);
+        var engine = ScriptedEngines.Create(model.Tokenizer, executor, capacity: 2048, layout: layout);
         var outputs = Enumerable.Range(0, 4).Select(i => engine.Submit(Greedy(Prompt(8 + i, 200 + i), 1500))).ToList();
         for (var i = 0; i < 20; i++)
             engine.Iterate();

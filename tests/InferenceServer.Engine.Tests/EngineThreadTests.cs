@@ -1,14 +1,13 @@
-using InferenceServer.Model;
 using static InferenceServer.Engine.Tests.EngineFixture;
 
 namespace InferenceServer.Engine.Tests;
 
 /// <summary>
-/// What only the engine's own thread can show: a request cancelled from another thread, shutdown
-/// with requests in flight, and a model step that throws. The executor is scripted (no model), so
-/// nothing here waits on a clock or holds a step.
+/// What only the engine's own thread can show: a request cancelled from another thread, and
+/// shutdown with requests in flight (a model step that throws: <see cref="RequestAccountingTests"/>).
+/// The executor is scripted (no model), so nothing here waits on a clock or holds a step.
 /// </summary>
-public sealed class EngineThreadTests(EngineFixture model) : IClassFixture<EngineFixture>
+public sealed class EngineThreadTests(TokenizerFixture model) : IClassFixture<TokenizerFixture>
 {
     // Long enough that no generation here can end on its own before the test acts on it.
     private const int Capacity = 1 << 20;
@@ -17,7 +16,7 @@ public sealed class EngineThreadTests(EngineFixture model) : IClassFixture<Engin
     public async Task A_request_cancelled_from_another_thread_ends_cancelled_and_leaves_its_kv_cached()
     {
         var executor = new ScriptedExecutor(model.Tokenizer.VocabSize);
-        var engine = ScriptedEngines.Create(model, executor, startLoop: true, capacity: Capacity);
+        var engine = ScriptedEngines.Create(model.Tokenizer, executor, startLoop: true, capacity: Capacity);
         using var cancel = new CancellationTokenSource();
         var output = engine.Submit(Greedy(Prompt(40, 5), maxTokens: Capacity - 100), cancel.Token);
         GenerationEvent? last = null;
@@ -49,7 +48,7 @@ public sealed class EngineThreadTests(EngineFixture model) : IClassFixture<Engin
     public async Task Disposing_the_engine_finishes_every_request()
     {
         var executor = new ScriptedExecutor(model.Tokenizer.VocabSize);
-        var engine = ScriptedEngines.Create(model, executor, startLoop: true, slots: 1, capacity: Capacity);
+        var engine = ScriptedEngines.Create(model.Tokenizer, executor, startLoop: true, slots: 1, capacity: Capacity);
         var running = engine.Submit(Greedy(Prompt(8, 100), Capacity - 100));
         await using (var reader = running.GetAsyncEnumerator())
         {
@@ -64,25 +63,5 @@ public sealed class EngineThreadTests(EngineFixture model) : IClassFixture<Engin
         }
         Assert.Throws<EngineStoppedException>(() => engine.Submit(Greedy([1, 2], 1)));
         Assert.Equal(0, engine.Snapshot.UsedBlocks);
-    }
-
-    [Fact]
-    public async Task Requests_admitted_when_the_model_fails_end_and_leave_nothing_held()
-    {
-        using var failing = new RecordingModel(
-            new DecoderRunner(model.Folder, new RunnerOptions { MaxBatch = 4, MaxSequenceLength = 256, IntraOpThreads = 1 }), failAtStep: 3);
-        await using var engine = new InferenceEngine(failing, model.Tokenizer, new EngineOptions { EosTokenIds = model.Folder.Config.Model.EosTokenId });
-        var outputs = Enumerable.Range(0, 6).Select(i => engine.Submit(Greedy(Prompt(20, 70 + i), 40))).ToList();
-        foreach (var output in outputs)
-        {
-            // Each ends with the engine's failure, not a wait forever and not an ordinary ending.
-            var failed = await Assert.ThrowsAsync<EngineFaultedException>(() => output.CollectAsync());
-            Assert.Equal("the device failed", failed.InnerException!.Message);
-        }
-        await engine.Stopped;
-        Assert.Equal("the device failed", engine.Fault?.Message);
-        var s = engine.Snapshot;
-        Assert.Equal((0, 0, 0), (s.Running, s.Waiting, s.UsedBlocks));
-        Assert.Throws<EngineStoppedException>(() => engine.Submit(Greedy(Prompt(4, 80), 2)));
     }
 }

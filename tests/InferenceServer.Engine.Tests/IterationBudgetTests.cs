@@ -3,7 +3,7 @@ using static InferenceServer.Engine.Tests.EngineFixture;
 namespace InferenceServer.Engine.Tests;
 
 /// <summary>Prefill chunks sized from measured step costs so an iteration stays within its time budget.</summary>
-public sealed class IterationBudgetTests(EngineFixture model) : IClassFixture<EngineFixture>
+public sealed class IterationBudgetTests(TokenizerFixture model) : IClassFixture<TokenizerFixture>
 {
     private static readonly TimeSpan Ms = TimeSpan.FromMilliseconds(1);
 
@@ -48,7 +48,7 @@ public sealed class IterationBudgetTests(EngineFixture model) : IClassFixture<En
         // Steps that take 0.5 ms a prompt token and an 8 ms budget: after the first, unmeasured,
         // chunk, no chunk can be longer than the fewest an iteration computes.
         var executor = new ScriptedExecutor(model.Tokenizer.VocabSize) { PrefillCostPerToken = 0.5 * Ms, DecodeCost = Ms };
-        await using var engine = ScriptedEngines.Create(model, executor, new EngineOptions { IterationTimeBudget = 8 * Ms });
+        await using var engine = ScriptedEngines.Create(model.Tokenizer, executor, new EngineOptions { IterationTimeBudget = 8 * Ms });
         var output = engine.Submit(Greedy(Prompt(200, 90), 6));
         for (var i = 0; i < 100 && !output.IsFinished; i++)
             engine.Iterate();

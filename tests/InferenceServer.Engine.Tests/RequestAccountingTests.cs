@@ -1,8 +1,9 @@
+using InferenceServer.Model;
 using static InferenceServer.Engine.Tests.EngineFixture;
 
 namespace InferenceServer.Engine.Tests;
 
-/// <summary>Every way out of the engine gives back what the request took: its queue place and its KV blocks.</summary>
+/// <summary>Every way out of the engine gives back what the request took, its queue place and its KV blocks: a failing model step too (on the loop's thread).</summary>
 public sealed class RequestAccountingTests(EngineFixture model) : IClassFixture<EngineFixture>
 {
     [Fact]
@@ -40,7 +41,7 @@ public sealed class RequestAccountingTests(EngineFixture model) : IClassFixture<
     {
         // Two blocks of 16: the first sequence fills its block and needs the one the second just took.
         var executor = new ScriptedExecutor(model.Tokenizer.VocabSize);
-        await using var engine = ScriptedEngines.Create(model, executor, new EngineOptions { KvCacheBytes = 2 * 16, MaxWaitingRequests = 1 }, slots: 2);
+        await using var engine = ScriptedEngines.Create(model.Tokenizer, executor, new EngineOptions { KvCacheBytes = 2 * 16, MaxWaitingRequests = 1 }, slots: 2);
         var first = engine.Submit(Greedy(Prompt(15, 61), 8));
         engine.Iterate(); // its prompt: 15 positions
         engine.Iterate(); // its first decode: 16, a full block
@@ -56,5 +57,25 @@ public sealed class RequestAccountingTests(EngineFixture model) : IClassFixture<
             engine.Iterate();
         Assert.Equal(FinishReason.Length, (await third.CollectAsync()).FinishReason);
         Assert.Equal(0, engine.Snapshot.UsedBlocks);
+    }
+
+    [Fact]
+    public async Task Requests_admitted_when_the_model_fails_end_and_leave_nothing_held()
+    {
+        using var failing = new RecordingModel(
+            new DecoderRunner(model.Folder, new RunnerOptions { MaxBatch = 4, MaxSequenceLength = 256, IntraOpThreads = 1 }), failAtStep: 3);
+        await using var engine = new InferenceEngine(failing, model.Tokenizer, new EngineOptions { EosTokenIds = model.Folder.Config.Model.EosTokenId });
+        var outputs = Enumerable.Range(0, 6).Select(i => engine.Submit(Greedy(Prompt(20, 70 + i), 40))).ToList();
+        foreach (var output in outputs)
+        {
+            // Each ends with the engine's failure, not a wait forever and not an ordinary ending.
+            var failed = await Assert.ThrowsAsync<EngineFaultedException>(() => output.CollectAsync());
+            Assert.Equal("the device failed", failed.InnerException!.Message);
+        }
+        await engine.Stopped;
+        Assert.Equal("the device failed", engine.Fault?.Message);
+        var s = engine.Snapshot;
+        Assert.Equal((0, 0, 0), (s.Running, s.Waiting, s.UsedBlocks));
+        Assert.Throws<EngineStoppedException>(() => engine.Submit(Greedy(Prompt(4, 80), 2)));
     }
 }

@@ -8,7 +8,7 @@ namespace InferenceServer.Engine.Tests;
 /// The scheduler alone, stepped by hand over each KV layout's bookkeeping: no model, no thread, no
 /// clock. Each test plays the engine's part with <see cref="SchedulerParts.Apply"/>.
 /// </summary>
-public sealed class SchedulerTests(EngineFixture model) : IClassFixture<EngineFixture>
+public sealed class SchedulerTests(TokenizerFixture model) : IClassFixture<TokenizerFixture>
 {
     public static TheoryData<string> Layouts => ["dense", "paged"];
 

@@ -108,14 +108,14 @@ internal static class SchedulerParts
 /// <summary>Engines over a <see cref="ScriptedExecutor"/> and either layout's bookkeeping (dense slots unless told).</summary>
 internal static class ScriptedEngines
 {
-    public static InferenceEngine Create(EngineFixture fixture, ScriptedExecutor executor, EngineOptions? options = null, bool startLoop = false, int slots = 8, int capacity = 256, string layout = "dense")
+    public static InferenceEngine Create(Tokenizer.Tokenizer tokenizer, ScriptedExecutor executor, EngineOptions? options = null, bool startLoop = false, int slots = 8, int capacity = 256, string layout = "dense")
     {
-        var engineOptions = (options ?? new EngineOptions()) with { EosTokenIds = fixture.Folder.Config.Model.EosTokenId };
+        var engineOptions = options ?? new EngineOptions();
         var blockTokens = engineOptions.KvBlockTokens;
         KvLayout kv = layout == "paged"
             ? new PagedBlockLayout(slots * ((capacity + blockTokens - 1) / blockTokens), blockTokens, capacity, slots, (capacity + blockTokens - 1) / blockTokens)
             : new DenseSlotLayout(slots, capacity, blockTokens, engineOptions.KvCacheBytes, kvBytesPerToken: 1);
         var scheduler = new Scheduler(kv, engineOptions, executor.MaxStepTokens, executor.ReducedTopK);
-        return new InferenceEngine((scheduler, executor), fixture.Tokenizer, engineOptions, startLoop);
+        return new InferenceEngine((scheduler, executor), tokenizer, engineOptions, startLoop);
     }
 }
