@@ -263,7 +263,7 @@ public sealed class InferenceEngine : IInferenceEngine
         }
     }
 
-    /// <summary>One iteration: the scheduler plans, the executor runs the plan, the engine applies the result.</summary>
+    /// <summary>One iteration: the scheduler plans, the executor runs the plan, the engine applies the result (twice, prefills then decodes, when the executor runs them apart).</summary>
     internal void Iterate()
     {
         _previousIterationStart = _iterationStart;
