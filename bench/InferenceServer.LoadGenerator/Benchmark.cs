@@ -57,7 +57,7 @@ public sealed record BenchmarkSettings
 
     public TimeSpan IterationBudget => TimeSpan.FromMilliseconds(IterationBudgetMs);
 
-    /// <summary>"cpu" or "cuda": where engines started here run (<see cref="ServedModel.Load"/>).</summary>
+    /// <summary>"cpu" or "cuda": where engines started here run (<see cref="Composition.CompositionRoot.LoadModel"/>).</summary>
     public string Device { get; init; } = "cpu";
 
     public bool OnCuda => Device == "cuda";

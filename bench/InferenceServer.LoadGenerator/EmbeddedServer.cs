@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Sockets;
+using InferenceServer.Composition;
 using InferenceServer.Engine;
 using InferenceServer.Server;
 using Microsoft.AspNetCore.Builder;
@@ -26,7 +27,7 @@ public sealed class EmbeddedServer : IAsyncDisposable
     public static async Task<EmbeddedServer> StartAsync(string modelPath, int maxBatch, int contextLength, int threads, bool cuda, TimeSpan iterationBudget,
         CancellationToken cancellationToken)
     {
-        var model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, new EngineOptions { IterationTimeBudget = iterationBudget }, cuda);
+        var model = CompositionRoot.LoadModel(modelPath, maxBatch, contextLength, threads, new EngineOptions { IterationTimeBudget = iterationBudget }, cuda);
         try
         {
             // Warnings only: a log line per request would be measured with the requests and bury the report's output.

@@ -94,14 +94,54 @@ public sealed record GenerationEvent(
 /// <summary>A generated token's log-probability and the most likely alternatives at its position.</summary>
 public sealed record TokenLogprobs(int TokenId, float Logprob, IReadOnlyList<TopLogprob> TopAlternatives);
 
-/// <summary>The request cannot be served as asked (the message says why); nothing was queued.</summary>
-public sealed class RequestValidationException(string message) : Exception(message);
+/// <summary>
+/// Why a request failed, in terms of no protocol: each front end maps a code to its own (an HTTP
+/// status and OpenAI error type, a gRPC status).
+/// </summary>
+public enum RequestErrorCode
+{
+    /// <summary>The request itself is wrong: a bad parameter, a prompt too long, an unknown token.</summary>
+    InvalidArgument,
+
+    /// <summary>What the request names does not exist (a model, a route).</summary>
+    NotFound,
+
+    /// <summary>Too much at once: the queue is full, or a message is too large; try again later.</summary>
+    ResourceExhausted,
+
+    /// <summary>The server cannot take it now (loading, draining, stopped).</summary>
+    Unavailable,
+
+    /// <summary>The caller gave up.</summary>
+    Cancelled,
+
+    /// <summary>The caller's time ran out first.</summary>
+    DeadlineExceeded,
+
+    /// <summary>No valid credentials.</summary>
+    Unauthenticated,
+
+    /// <summary>Asked for something this server does not do.</summary>
+    Unimplemented,
+
+    /// <summary>A failure of the server's own.</summary>
+    Internal,
+}
+
+/// <summary>A request the engine did not take, with the code front ends answer with; nothing was queued.</summary>
+public abstract class RequestRefusedException(RequestErrorCode code, string message) : Exception(message)
+{
+    public RequestErrorCode Code { get; } = code;
+}
+
+/// <summary>The request cannot be served as asked (the message says why).</summary>
+public sealed class RequestValidationException(string message) : RequestRefusedException(RequestErrorCode.InvalidArgument, message);
 
 /// <summary>The waiting queue is full; try again later.</summary>
-public sealed class EngineOverloadedException(string message) : Exception(message);
+public sealed class EngineOverloadedException(string message) : RequestRefusedException(RequestErrorCode.ResourceExhausted, message);
 
 /// <summary>The engine is shutting down and takes no new requests.</summary>
-public sealed class EngineStoppedException(string message) : Exception(message);
+public sealed class EngineStoppedException(string message) : RequestRefusedException(RequestErrorCode.Unavailable, message);
 
 /// <summary>
 /// The engine failed while the request was in it (a model step threw): the request ends without a

@@ -8,29 +8,26 @@ namespace InferenceServer.Engine;
 
 /// <summary>
 /// One model's continuous-batching loop. Requests are submitted from any thread; one dedicated
-/// thread owns all scheduling state and, every iteration:
-///   1. drops cancelled sequences and admits waiting ones while KV blocks allow (a cached
-///      prefix is reused, not recomputed);
-///   2. has the model compute every decoding sequence's next position and prefill chunks up to
-///      the token budget: on the dense CPU path one batched decode run plus the prefill runs
-///      GroupQueryAttention allows (<see cref="SlotScheduler"/>), on the paged path one run for
-///      everything (<see cref="PagedScheduler"/>);
-///   3. samples, detokenizes, checks stops and hands text to each request's output;
-///   4. finished sequences leave at once, their KV cached for reuse.
-/// When a decoding sequence needs a block and none is free, cached KV is evicted first, then the
-/// newest running sequence is preempted (requeued to recompute its tokens later).
+/// thread owns all scheduling state and runs iterations, each one way down and back:
+/// <code>
+///   plan   = scheduler.Schedule()     who leaves, who is admitted or preempted, every row's tokens
+///   result = executor.Execute(plan)   the model runs (one on the paged path, a few on the dense one)
+///   Apply(plan, result)               sample, check stops, stream text out, finish sequences
+/// </code>
+/// The <see cref="Scheduler"/> owns the queues and the KV bookkeeping (<see cref="Kv.KvLayout"/>)
+/// and never calls back up; the executor (<see cref="DenseExecutor"/> or <see cref="PagedExecutor"/>)
+/// only runs what the plan says. The engine is what sees requests: it validates them, samples, and
+/// writes every output.
 /// </summary>
-public sealed class InferenceEngine : IAsyncDisposable
+public sealed class InferenceEngine : IInferenceEngine
 {
-    private readonly KvScheduler _scheduler;
+    private readonly Scheduler _scheduler;
+    private readonly IStepExecutor _executor;
     private readonly Tokenizer.Tokenizer _tokenizer;
     private readonly EngineOptions _options;
     private readonly EngineMetrics _metrics;
     private readonly SamplingWorkspace _workspace;
     private readonly ConcurrentQueue<Sequence> _incoming = new();
-    // Keyed by (-priority, arrival) in 64 bits, so that negating int.MinValue cannot wrap around.
-    private readonly PriorityQueue<Sequence, (long Priority, long Id)> _waiting = new();
-    private readonly List<Sequence> _running;
     private readonly SemaphoreSlim _wake = new(0);
     private readonly Thread _thread;
     private readonly CancellationTokenSource _stop = new();
@@ -41,8 +38,8 @@ public sealed class InferenceEngine : IAsyncDisposable
     private readonly TopLogprob[] _alternatives = new TopLogprob[20];
     private readonly float[] _healingLogits;
     private readonly int[] _healingIds = new int[256];
-    private readonly List<Sequence> _finished;
 
+    private readonly bool _stepped; // no thread: whoever made it calls Iterate
     private long _nextId;
     private int _queued; // submitted, not yet admitted or finished while waiting
     private Exception? _fault;
@@ -55,34 +52,60 @@ public sealed class InferenceEngine : IAsyncDisposable
 
     /// <summary>An engine over the paged graph's block pool (the CUDA path).</summary>
     public InferenceEngine(IPagedModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options)
-        : this(tokenizer, options, engine => new PagedScheduler(engine, model, options), startLoop: true)
+        : this(model, tokenizer, options, startLoop: true)
     {
     }
 
-    /// <summary>Without its thread, for the scheduler benchmark, which calls <see cref="Iterate"/> itself.</summary>
+    /// <summary>Without its thread (<paramref name="startLoop"/> false), for tests and the scheduler benchmark, which call <see cref="Iterate"/> themselves.</summary>
     internal InferenceEngine(IDecoderModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options, bool startLoop)
-        : this(tokenizer, options, engine => new SlotScheduler(engine, model ?? throw new ArgumentNullException(nameof(model)), options), startLoop)
+        : this(Dense(model, options), tokenizer, options, startLoop)
     {
     }
 
-    private InferenceEngine(Tokenizer.Tokenizer tokenizer, EngineOptions options, Func<InferenceEngine, KvScheduler> scheduler, bool startLoop)
+    /// <inheritdoc cref="InferenceEngine(IDecoderModel, Tokenizer.Tokenizer, EngineOptions, bool)"/>
+    internal InferenceEngine(IPagedModel model, Tokenizer.Tokenizer tokenizer, EngineOptions options, bool startLoop)
+        : this(Paged(model, options), tokenizer, options, startLoop)
+    {
+    }
+
+    /// <summary>Over any scheduler and executor; without its thread (<paramref name="startLoop"/> false) the caller steps it with <see cref="Iterate"/>.</summary>
+    internal InferenceEngine((Scheduler Scheduler, IStepExecutor Executor) core, Tokenizer.Tokenizer tokenizer, EngineOptions options, bool startLoop)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(options);
         _tokenizer = tokenizer;
         _options = options;
-        _running = [];
-        _finished = [];
-        _scheduler = scheduler(this);
-        _workspace = new SamplingWorkspace(_scheduler.VocabSize);
-        _healingLogits = new float[_scheduler.VocabSize];
+        (_scheduler, _executor) = core;
+        _workspace = new SamplingWorkspace(_executor.VocabSize);
+        _healingLogits = new float[_executor.VocabSize];
         _stopIds = [.. options.EosTokenIds];
         _metrics = new EngineMetrics(this);
         _thread = new Thread(Loop) { Name = "inference-engine", IsBackground = true };
+        _stepped = !startLoop;
         if (startLoop)
             _thread.Start();
         else
             _stopped.TrySetResult();
+    }
+
+    // The dense path: KV slots, the batched decode run plus prefill runs.
+    private static (Scheduler, IStepExecutor) Dense(IDecoderModel model, EngineOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        var layout = new DenseSlotLayout(model.Slots, model.Capacity, options.KvBlockTokens, options.KvCacheBytes, model.KvBytesPerToken);
+        var executor = new DenseExecutor(model, layout, options.MaxBatchTokens);
+        return (new Scheduler(layout, options, executor.MaxStepTokens, executor.ReducedTopK), executor);
+    }
+
+    // The paged path: a block pool, one run per iteration.
+    private static (Scheduler, IStepExecutor) Paged(IPagedModel model, EngineOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(options);
+        var layout = new PagedBlockLayout(model.KvBlocks, model.BlockTokens, model.Capacity, model.MaxSequences, model.MaxBlocksPerSequence);
+        var executor = new PagedExecutor(model, layout);
+        return (new Scheduler(layout, options, executor.MaxStepTokens, executor.ReducedTopK), executor);
     }
 
     /// <summary>What stopped the loop, when a model step or the loop itself threw; null while it runs or after a clean stop.</summary>
@@ -91,21 +114,18 @@ public sealed class InferenceEngine : IAsyncDisposable
     /// <summary>Completes when the loop has stopped, cleanly or after a fault.</summary>
     public Task Stopped => _stopped.Task;
 
-    /// <summary>Sequences admitted and not yet finished, in admission order (the loop thread's).</summary>
-    internal List<Sequence> Running => _running;
-
     internal EngineMetrics Metrics => _metrics;
 
     /// <summary>The engine's instruments (meter "InferenceServer.Engine"), for exporters.</summary>
     public System.Diagnostics.Metrics.Meter Meter => _metrics.Meter;
 
     /// <summary>The KV budget in blocks, and the tokens it holds.</summary>
-    public int TotalKvBlocks => _scheduler.TotalBlocks;
+    public int TotalKvBlocks => _scheduler.Kv.TotalBlocks;
 
-    public int Capacity => _scheduler.Capacity;
+    public int Capacity => _scheduler.Kv.Capacity;
 
     /// <summary>Tokens per KV block.</summary>
-    public int KvBlockTokens => _scheduler.BlockTokens;
+    public int KvBlockTokens => _scheduler.Kv.BlockTokens;
 
     /// <summary>Counts as of the latest iteration (read on any thread).</summary>
     public EngineSnapshot Snapshot
@@ -113,7 +133,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         get
         {
             int used = Volatile.Read(ref _usedBlocks), cached = Volatile.Read(ref _cachedBlocks);
-            return new EngineSnapshot(Volatile.Read(ref _runningCount), Volatile.Read(ref _waitingCount), used, cached, _scheduler.TotalBlocks - used - cached,
+            return new EngineSnapshot(Volatile.Read(ref _runningCount), Volatile.Read(ref _waitingCount), used, cached, _scheduler.Kv.TotalBlocks - used - cached,
                 Volatile.Read(ref _iterations), Volatile.Read(ref _cancellations), Volatile.Read(ref _lateCancellations));
         }
     }
@@ -126,30 +146,78 @@ public sealed class InferenceEngine : IAsyncDisposable
     private long _iterationStart, _previousIterationStart;
 
     /// <summary>
-    /// Queues a request and returns its output. Fails at once, queuing nothing, when the request
-    /// is invalid (<see cref="RequestValidationException"/>), the queue is full
-    /// (<see cref="EngineOverloadedException"/>) or the engine has stopped.
-    /// Cancelling <paramref name="cancellationToken"/> (or leaving the output unread) ends the
-    /// generation at the next iteration.
+    /// Checks a request against this engine's model, once: the prompt is not empty and, with
+    /// max_tokens, fits the context length and the KV budget; every token id is in the vocabulary;
+    /// sampling parameters, stop ids and stop strings are valid. Throws
+    /// <see cref="RequestValidationException"/> (code <see cref="RequestErrorCode.InvalidArgument"/>)
+    /// with a message for the client naming the first problem.
     /// </summary>
-    public GenerationOutput Submit(GenerationRequest request, CancellationToken cancellationToken = default)
+    public ValidatedRequest Validate(GenerationRequest request)
     {
         ArgumentNullException.ThrowIfNull(request);
+        var prompt = request.PromptTokens;
+        var capacity = _scheduler.Kv.Capacity;
+        int vocab = _executor.VocabSize, totalBlocks = _scheduler.Kv.TotalBlocks;
+        if (prompt is null || prompt.Count == 0)
+            throw new RequestValidationException("the prompt is empty");
+        if (request.MaxTokens < 1)
+            throw new RequestValidationException($"max_tokens must be at least 1, got {request.MaxTokens}");
+        if (prompt.Count >= capacity)
+            throw new RequestValidationException($"the prompt is {prompt.Count} tokens; this model's context length is {capacity}");
+        // In 64 bits: a client's max_tokens near int.MaxValue must not wrap around and pass.
+        if ((long)prompt.Count + request.MaxTokens > capacity)
+            throw new RequestValidationException(
+                $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.MaxTokens}) exceeds this model's context length of {capacity} tokens");
+        if (request.Sampling.Validate() is { } problem)
+            throw new RequestValidationException(problem);
+        foreach (var id in request.StopTokenIds)
+        {
+            if ((uint)id >= (uint)vocab)
+                throw new RequestValidationException($"stop token id {id} is outside the vocabulary");
+        }
+        if (_scheduler.Kv.BlocksFor(prompt.Count + 1) > totalBlocks)
+            throw new RequestValidationException(
+                $"the prompt ({prompt.Count} tokens) does not fit the KV cache budget of {totalBlocks * _scheduler.Kv.BlockTokens} tokens");
+        foreach (var token in prompt)
+        {
+            if ((uint)token >= (uint)vocab)
+                throw new RequestValidationException($"token id {token} is outside the vocabulary (0..{vocab - 1})");
+        }
+        if (request.StopStrings.Any(string.IsNullOrEmpty))
+            throw new RequestValidationException("stop strings cannot be empty");
+        return new ValidatedRequest(this, request, prompt is int[] array ? array : [.. prompt]);
+    }
+
+    /// <summary><see cref="Validate"/>, then <see cref="Submit(ValidatedRequest, CancellationToken)"/>.</summary>
+    public GenerationOutput Submit(GenerationRequest request, CancellationToken cancellationToken = default) =>
+        Submit(Validate(request), cancellationToken);
+
+    /// <summary>
+    /// Queues a validated request and returns its output. Fails at once, queuing nothing, when the
+    /// queue is full (<see cref="EngineOverloadedException"/>) or the engine has stopped
+    /// (<see cref="EngineStoppedException"/>). Cancelling <paramref name="cancellationToken"/> (or
+    /// leaving the output unread) ends the generation at the next iteration.
+    /// </summary>
+    public GenerationOutput Submit(ValidatedRequest validated, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(validated);
+        if (validated.Engine != this)
+            throw new ArgumentException("the request was validated by another engine", nameof(validated));
         if (_fault is not null || _stop.IsCancellationRequested)
             throw new EngineStoppedException(_fault is null ? "the engine is stopping" : $"the engine stopped after an error: {_fault.Message}");
-        Validate(request);
         // Everything that can fail happens before the queue slot is taken, so a request that
         // fails here has nothing to give back.
+        var request = validated.Request;
         var sampling = request.Sampling;
         var output = new GenerationOutput(request.MaxTokens, sampling.Logprobs);
         var detokenizer = _tokenizer.CreateStreamingDetokenizer(skipSpecialTokens: true);
         detokenizer.StopStrings = request.StopStrings;
-        var prompt = request.PromptTokens is int[] array ? array : request.PromptTokens.ToArray();
+        var prompt = validated.Prompt;
         var healed = request.HealPromptEnd && _tokenizer.Healing is { } healing ? healing.HealableEnd(prompt) ?? [] : [];
         var computed = prompt.AsSpan(0, prompt.Length - (healed.Length > 0 ? 1 : 0));
         detokenizer.KnownLeadingBytes = healed.Length;
         var sequence = new Sequence(Interlocked.Increment(ref _nextId), request, computed, healed,
-            new Sampler(sampling, _scheduler.VocabSize, computed), detokenizer, output, Stopwatch.GetTimestamp(), cancellationToken);
+            new Sampler(sampling, _executor.VocabSize, computed), detokenizer, output, Stopwatch.GetTimestamp(), cancellationToken);
         if (Interlocked.Increment(ref _queued) > _options.MaxWaitingRequests)
         {
             Interlocked.Decrement(ref _queued);
@@ -157,39 +225,9 @@ public sealed class InferenceEngine : IAsyncDisposable
             throw new EngineOverloadedException($"the queue is full ({_options.MaxWaitingRequests} requests waiting); try again later");
         }
         _incoming.Enqueue(sequence);
-        _metrics.Submitted(request.PromptTokens.Count);
+        _metrics.Submitted(prompt.Length);
         _wake.Release();
         return output;
-    }
-
-    private void Validate(GenerationRequest request)
-    {
-        var prompt = request.PromptTokens;
-        if (prompt is null || prompt.Count == 0)
-            throw new RequestValidationException("the prompt is empty");
-        if (request.MaxTokens < 1)
-            throw new RequestValidationException($"max_tokens must be at least 1, got {request.MaxTokens}");
-        // In 64 bits: a client's max_tokens near int.MaxValue must not wrap around and pass.
-        if ((long)prompt.Count + request.MaxTokens > _scheduler.Capacity)
-            throw new RequestValidationException(
-                $"the prompt ({prompt.Count} tokens) plus max_tokens ({request.MaxTokens}) exceeds the context length of {_scheduler.Capacity} tokens");
-        if (_scheduler.BlocksFor(prompt.Count + 1) > _scheduler.TotalBlocks)
-            throw new RequestValidationException(
-                $"the prompt ({prompt.Count} tokens) does not fit the KV cache budget of {_scheduler.TotalBlocks * _scheduler.BlockTokens} tokens");
-        foreach (var token in prompt)
-        {
-            if ((uint)token >= (uint)_scheduler.VocabSize)
-                throw new RequestValidationException($"token id {token} is outside the vocabulary (0..{_scheduler.VocabSize - 1})");
-        }
-        if (request.Sampling.Validate() is { } problem)
-            throw new RequestValidationException(problem);
-        foreach (var id in request.StopTokenIds)
-        {
-            if ((uint)id >= (uint)_scheduler.VocabSize)
-                throw new RequestValidationException($"stop token id {id} is outside the vocabulary (0..{_scheduler.VocabSize - 1})");
-        }
-        if (request.StopStrings.Any(string.IsNullOrEmpty))
-            throw new RequestValidationException("stop strings cannot be empty");
     }
 
     private void Loop()
@@ -198,7 +236,7 @@ public sealed class InferenceEngine : IAsyncDisposable
         {
             while (!_stop.IsCancellationRequested)
             {
-                if (_running.Count == 0 && _waiting.Count == 0 && _incoming.IsEmpty)
+                if (_scheduler.IsIdle && _incoming.IsEmpty)
                 {
                     try
                     {
@@ -225,54 +263,78 @@ public sealed class InferenceEngine : IAsyncDisposable
         }
     }
 
-    /// <summary>One scheduling iteration.</summary>
+    /// <summary>One iteration: the scheduler plans, the executor runs the plan, the engine applies the result (twice, prefills then decodes, when the executor runs them apart).</summary>
     internal void Iterate()
     {
         _previousIterationStart = _iterationStart;
         _iterationStart = Stopwatch.GetTimestamp();
         Volatile.Write(ref _iterations, _iterations + 1);
         while (_incoming.TryDequeue(out var arrived))
-            _waiting.Enqueue(arrived, (-(long)arrived.Request.Priority, arrived.Id));
+            _scheduler.Enqueue(arrived);
 
-        DropCancelled();
-        RetireFinished();
-        Admit();
-        _scheduler.ReserveDecodeBlocks();
-        var ranModel = _running.Count > 0; // an iteration with nothing admitted only waited
-        _scheduler.Run();
-        RetireFinished();
+        // An executor that runs prefills and decodes apart gets them as two plans: a prompt the
+        // first finishes decodes in the second, as one run could not have it do.
+        var ranModel = _executor.DecodesRunApart
+            ? Step(PlanPart.Prefills) | Step(PlanPart.Decodes)
+            : Step(PlanPart.All);
         PublishSnapshot();
-        if (ranModel)
+        if (ranModel) // an iteration with nothing to run only waited
             _metrics.Iteration(Stopwatch.GetElapsedTime(_iterationStart));
     }
 
-    private void DropCancelled()
+    // Plan, execute, apply.
+    private bool Step(PlanPart part)
     {
-        foreach (var sequence in _running)
+        var plan = _scheduler.Schedule(part);
+        // The queue changes first: a cancelled request's final event and a queue place given back
+        // need not wait for the model run.
+        Settle(plan);
+        var result = _executor.Execute(plan);
+        Apply(plan, result);
+        return plan.Rows.Length > 0;
+    }
+
+    private void Apply(IterationPlan plan, StepResult result)
+    {
+        var times = result.Times;
+        _scheduler.Observe(times.PrefillTokens, times.Prefill, times.Decode);
+        var rows = plan.Rows;
+        for (var r = 0; r < rows.Length; r++)
         {
-            if (sequence.CancelRequested)
-            {
-                CountCancellation(sequence);
-                Complete(sequence, FinishReason.Cancelled, null);
-            }
+            var row = rows[r];
+            var sequence = row.Sequence;
+            if (row.Prefill)
+                _metrics.PromptComputed(row.TokenCount);
+            if (row.LogitsCount == 0)
+                continue; // a prefill chunk short of the prompt's end samples nothing
+            if (result.TopK == 0 || (plan.NeedsLogitsRows && sequence.NeedsLogitsRow(result.TopK)))
+                Accept(sequence, result.Logits(r));
+            else
+                AcceptReduced(sequence, (int)result.NextTokens[r], result.TopLogits.Slice(r * result.TopK, result.TopK), result.TopIds.Slice(r * result.TopK, result.TopK), result.LogSumExp[r]);
         }
-        if (_waiting.Count > 0 && AnyWaitingCancelled())
+    }
+
+    // What the scheduler decided about the queues: first admissions, preemptions, cancellations.
+    private void Settle(IterationPlan plan)
+    {
+        foreach (var sequence in plan.DroppedRunning)
         {
-            // Rare: rebuild the queue without the cancelled ones.
-            var keep = new List<Sequence>(_waiting.Count);
-            while (_waiting.TryDequeue(out var sequence, out _))
-            {
-                if (sequence.CancelRequested)
-                {
-                    CountCancellation(sequence);
-                    FinishWaiting(sequence);
-                }
-                else
-                    keep.Add(sequence);
-            }
-            foreach (var sequence in keep)
-                _waiting.Enqueue(sequence, (-(long)sequence.Request.Priority, sequence.Id));
+            CountCancellation(sequence);
+            Complete(sequence, FinishReason.Cancelled, null);
         }
+        foreach (var sequence in plan.DroppedWaiting)
+        {
+            CountCancellation(sequence);
+            FinishWaiting(sequence);
+        }
+        foreach (var sequence in plan.Admitted)
+        {
+            Interlocked.Decrement(ref _queued);
+            _metrics.Admitted(Stopwatch.GetElapsedTime(sequence.SubmittedAt, sequence.FirstAdmittedAt));
+            _metrics.PrefixHit(sequence.CachedPromptTokens);
+        }
+        foreach (var _ in plan.Preempted)
+            _metrics.Preempted();
     }
 
     // Cancellation-to-free: from the consumer giving up to the release of the sequence (this iteration's start).
@@ -285,19 +347,10 @@ public sealed class InferenceEngine : IAsyncDisposable
         _metrics.CancellationFreed(Stopwatch.GetElapsedTime(abandonedAt, _iterationStart));
     }
 
-    private bool AnyWaitingCancelled()
-    {
-        foreach (var (sequence, _) in _waiting.UnorderedItems)
-        {
-            if (sequence.CancelRequested)
-                return true;
-        }
-        return false;
-    }
-
+    // Never admitted since its submission (or since a preemption): only its output to finish.
     private void FinishWaiting(Sequence sequence)
     {
-        if (sequence.Preemptions == 0)
+        if (sequence.CachedPromptTokens < 0)
             Interlocked.Decrement(ref _queued);
         if (_fault is { } fault)
             sequence.Output.Fail(fault);
@@ -309,50 +362,8 @@ public sealed class InferenceEngine : IAsyncDisposable
         sequence.Dispose();
     }
 
-    // Highest priority first; a request that does not fit waits, and so does everything behind it.
-    private void Admit()
-    {
-        while (_waiting.TryPeek(out var sequence, out _) && _scheduler.TryAdmit(sequence))
-        {
-            _waiting.Dequeue();
-            if (sequence.Preemptions == 0)
-                Interlocked.Decrement(ref _queued);
-            _running.Add(sequence);
-            if (sequence.CachedPromptTokens < 0)
-            {
-                sequence.CachedPromptTokens = Math.Min(sequence.Computed, sequence.PromptLength);
-                sequence.FirstAdmittedAt = Stopwatch.GetTimestamp();
-                _metrics.Admitted(Stopwatch.GetElapsedTime(sequence.SubmittedAt, sequence.FirstAdmittedAt));
-                _metrics.PrefixHit(sequence.CachedPromptTokens);
-            }
-        }
-    }
-
-    internal Sequence Newest()
-    {
-        var newest = _running[0];
-        foreach (var sequence in _running)
-        {
-            if (sequence.FirstAdmittedAt > newest.FirstAdmittedAt || (sequence.FirstAdmittedAt == newest.FirstAdmittedAt && sequence.Id > newest.Id))
-                newest = sequence;
-        }
-        return newest;
-    }
-
-    // The sequence gives up its slot (its KV stays cached, so it often comes back cheaply) and
-    // waits to recompute its prompt and what it has generated so far.
-    internal void Preempt(Sequence sequence)
-    {
-        _running.Remove(sequence);
-        _scheduler.Release(sequence);
-        sequence.Computed = 0;
-        sequence.Preemptions++;
-        _waiting.Enqueue(sequence, (-(long)sequence.Request.Priority, sequence.Id));
-        _metrics.Preempted();
-    }
-
     // Sample the next token from the logits of the sequence's last computed position.
-    internal void Accept(Sequence sequence, ReadOnlySpan<float> logits)
+    private void Accept(Sequence sequence, ReadOnlySpan<float> logits)
     {
         if (sequence.Request.PrefillOnly)
         {
@@ -366,20 +377,11 @@ public sealed class InferenceEngine : IAsyncDisposable
     }
 
     /// <summary>
-    /// Whether the sequence's next token needs its whole logits row, or the reductions a paged
-    /// step returns anyway will do (<see cref="Sampler.CanSampleFromTop"/>: greedy or top-k
-    /// within the graph's, no penalties, no more alternatives than it holds); token healing
-    /// masks the logits, so it needs the row.
-    /// </summary>
-    internal static bool NeedsLogits(Sequence sequence, int topK) =>
-        !sequence.Request.PrefillOnly && (sequence.HealingLeft > 0 || !sequence.Sampler.CanSampleFromTop(topK));
-
-    /// <summary>
-    /// Chooses a token for a sequence that <see cref="NeedsLogits"/> says needs nothing more than
+    /// Chooses a token for a sequence that <see cref="Sequence.NeedsLogitsRow"/> says needs nothing more than
     /// what a paged step reduced: greedy takes the step's arg-max, top-k sampling draws from the
     /// best logits; log-probabilities are those logits less the row's logsumexp.
     /// </summary>
-    internal void AcceptReduced(Sequence sequence, int argMax, ReadOnlySpan<float> topLogits, ReadOnlySpan<long> topIds, float logSumExp)
+    private void AcceptReduced(Sequence sequence, int argMax, ReadOnlySpan<float> topLogits, ReadOnlySpan<long> topIds, float logSumExp)
     {
         if (sequence.Request.PrefillOnly)
         {
@@ -441,7 +443,7 @@ public sealed class InferenceEngine : IAsyncDisposable
             Complete(sequence, FinishReason.Length, null, flushHeldText: false); // what the detokenizer holds comes after the cut
         else if (request.NewlineTimeLimit is { } limit && text.Contains('\n') && Stopwatch.GetElapsedTime(sequence.FirstTokenAt, now) > limit)
             Complete(sequence, FinishReason.Length, null);
-        else if (sequence.Generated - sequence.HealingTokens >= request.MaxTokens || sequence.Length >= _scheduler.Capacity)
+        else if (sequence.Generated - sequence.HealingTokens >= request.MaxTokens || sequence.Length >= _scheduler.Kv.Capacity)
             Complete(sequence, FinishReason.Length, null);
     }
 
@@ -509,18 +511,13 @@ public sealed class InferenceEngine : IAsyncDisposable
         sequence.Output.Finish(reason, UsageOf(sequence), matchedStop);
         _metrics.Completed(Stopwatch.GetElapsedTime(sequence.SubmittedAt));
         _metrics.Finished(reason);
-        _finished.Add(sequence);
+        Retire(sequence);
     }
 
-    private void RetireFinished()
+    private void Retire(Sequence sequence)
     {
-        foreach (var sequence in _finished)
-        {
-            _scheduler.Release(sequence);
-            _running.Remove(sequence);
-            sequence.Dispose();
-        }
-        _finished.Clear();
+        _scheduler.Finish(sequence);
+        sequence.Dispose();
     }
 
     private static Usage UsageOf(Sequence sequence) => new(
@@ -533,34 +530,33 @@ public sealed class InferenceEngine : IAsyncDisposable
     // Plain fields written by the loop, read by anyone: no allocation per iteration.
     private void PublishSnapshot()
     {
-        Volatile.Write(ref _runningCount, _running.Count);
-        Volatile.Write(ref _waitingCount, _waiting.Count + _incoming.Count);
-        Volatile.Write(ref _usedBlocks, _scheduler.UsedBlocks);
-        Volatile.Write(ref _cachedBlocks, _scheduler.CachedBlocks);
+        Volatile.Write(ref _runningCount, _scheduler.Running.Count);
+        Volatile.Write(ref _waitingCount, _scheduler.WaitingCount + _incoming.Count);
+        Volatile.Write(ref _usedBlocks, _scheduler.Kv.UsedBlocks);
+        Volatile.Write(ref _cachedBlocks, _scheduler.Kv.CachedBlocks);
     }
 
     // On shutdown every request still known gets its final event; after a fault, the fault.
     private void FinishEverything()
     {
-        foreach (var sequence in _running)
-        {
-            // Finished in the iteration that failed: already waiting in _finished to be retired.
-            if (sequence.Output.IsFinished)
-                continue;
-            if (_fault is { } fault)
-            {
-                sequence.Output.Fail(fault);
-                _finished.Add(sequence);
-            }
-            else
-                Complete(sequence, FinishReason.Cancelled, null);
-        }
-        RetireFinished();
-        while (_waiting.TryDequeue(out var sequence, out _))
+        while (_scheduler.Running.Count > 0)
+            FailOrCancel(_scheduler.Running[^1]);
+        while (_scheduler.TryDequeueWaiting(out var sequence))
             FinishWaiting(sequence);
         while (_incoming.TryDequeue(out var sequence))
             FinishWaiting(sequence);
         PublishSnapshot();
+    }
+
+    private void FailOrCancel(Sequence sequence)
+    {
+        if (_fault is { } fault)
+        {
+            sequence.Output.Fail(fault);
+            Retire(sequence);
+        }
+        else
+            Complete(sequence, FinishReason.Cancelled, null);
     }
 
     /// <summary>Stops the loop; requests still running or waiting end as cancelled.</summary>
@@ -569,6 +565,8 @@ public sealed class InferenceEngine : IAsyncDisposable
         await _stop.CancelAsync().ConfigureAwait(false);
         _wake.Release();
         await _stopped.Task.ConfigureAwait(false);
+        if (_stepped)
+            FinishEverything(); // what the loop's thread does when it stops
         _metrics.Dispose();
         _stop.Dispose();
         _wake.Dispose();

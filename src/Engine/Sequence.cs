@@ -42,14 +42,17 @@ internal sealed class Sequence : IDisposable
     public int[] Tokens { get; }
     public int Length { get; set; }
 
-    /// <summary>Tokens whose KV is in the slot. A sequence decodes when all but its newest token are computed.</summary>
+    /// <summary>
+    /// Tokens whose KV is computed, or is being computed by the iteration just planned (the
+    /// scheduler commits a plan when it makes it). A sequence decodes when all but its newest token are.
+    /// </summary>
     public int Computed { get; set; }
 
-    /// <summary>The KV slot while admitted on the dense path, else -1.</summary>
-    public int Slot { get; set; } = -1;
-
-    /// <summary>The block table on the paged path (kept across preemptions, empty while waiting).</summary>
-    public Kv.PagedSequence? Blocks { get; set; }
+    /// <summary>
+    /// Where its KV is while admitted, else -1: its slot on the dense path, its block table's
+    /// index on the paged one (<see cref="Kv.KvLayout"/> decides; nothing else reads it).
+    /// </summary>
+    public int KvIndex { get; set; } = -1;
 
     public int PromptLength { get; }
     public int Generated => Length - PromptLength;
@@ -67,12 +70,24 @@ internal sealed class Sequence : IDisposable
 
     public long SubmittedAt { get; }
     public long FirstAdmittedAt { get; set; }
+
+    /// <summary>When it was last admitted, counted in admissions: the newest running sequence is preempted first.</summary>
+    public long AdmissionOrder { get; set; }
     public long FirstTokenAt { get; set; }
     public long LastTokenAt { get; set; }
     public int CachedPromptTokens { get; set; } = -1;
     public int Preemptions { get; set; }
 
     public bool CancelRequested => Output.Abandoned;
+
+    /// <summary>
+    /// Whether the next token needs the whole logits row, or the reductions a step returns with
+    /// <paramref name="reducedTopK"/> (logit, id) pairs will do (<see cref="Sampler.CanSampleFromTop"/>:
+    /// greedy or top-k within the step's, no penalties, no more alternatives than it holds); token
+    /// healing masks the logits, so it needs the row. A prefill-only request samples nothing.
+    /// </summary>
+    public bool NeedsLogitsRow(int reducedTopK) =>
+        !Request.PrefillOnly && (reducedTopK == 0 || HealingLeft > 0 || !Sampler.CanSampleFromTop(reducedTopK));
 
     public void Dispose()
     {

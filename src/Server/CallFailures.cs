@@ -1,3 +1,4 @@
+using InferenceServer.Engine;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging;
 
@@ -8,7 +9,7 @@ internal static partial class CallFailures
 {
     /// <summary>A call the server ended because the shutdown's grace period was over.</summary>
     public static RequestException ShuttingDown() =>
-        new(GrpcStatus.Unavailable, "the generation was cancelled by the server (it is shutting down)");
+        new(RequestErrorCode.Unavailable, "the generation was cancelled by the server (it is shutting down)");
 
     /// <summary>
     /// The status for <paramref name="e"/>: a cancellation by the shutdown is UNAVAILABLE, one by the
@@ -23,7 +24,7 @@ internal static partial class CallFailures
         if (e is OperationCanceledException && state.Cutoff.IsCancellationRequested)
             return ShuttingDown();
         if (e is OperationCanceledException && deadlinePassed)
-            return new RequestException(GrpcStatus.DeadlineExceeded, "the deadline passed");
+            return new RequestException(RequestErrorCode.DeadlineExceeded, "the deadline passed");
         if (RequestException.Expected(e) is { } expected)
             return expected;
         var id = RequestRecord.IdOf(context);

@@ -11,7 +11,13 @@ public abstract record PromptInput
     public sealed record Infill(string Prefix, string Suffix) : PromptInput;
 }
 
-/// <summary>Turns what either front end received into an engine request, with the same checks and messages.</summary>
+/// <summary>
+/// Turns what either front end received into an engine request, with the same checks and messages:
+/// the server's own limits (stop strings, stop ids, priority), the prompt built from text, token ids
+/// or an infill, and max_tokens resolved against the context. What depends on the model (context
+/// length, vocabulary, KV budget) and the sampling parameters is checked once, by the engine, when
+/// the request is submitted (<see cref="InferenceEngine.Validate"/>).
+/// </summary>
 public static class GenerationRequests
 {
     public static GenerationRequest Build(
@@ -28,44 +34,21 @@ public static class GenerationRequests
         bool? tokenHealing = null)
     {
         ArgumentNullException.ThrowIfNull(model);
-        ArgumentNullException.ThrowIfNull(limits);
-        if (limits.CheckStop(stop) is { } stopProblem)
-            throw new RequestException(GrpcStatus.InvalidArgument, stopProblem);
-        if (RequestLimits.CheckStopTokenIds(stopTokenIds) is { } idsProblem)
-            throw new RequestException(GrpcStatus.InvalidArgument, idsProblem);
-        if (limits.CheckPriority(priority) is { } priorityProblem)
-            throw new RequestException(GrpcStatus.InvalidArgument, priorityProblem);
+        CheckLimits(limits, stop, stopTokenIds, priority);
         var stopIds = new List<int>(stopTokenIds);
         int[] prompt = input switch
         {
             PromptInput.Text text => model.Tokenizer.Encode(text.Value, addSpecialTokens: true),
             PromptInput.TokenIds ids => [.. ids.Ids],
             PromptInput.Infill infill => BuildInfill(model, infill, stopIds),
-            _ => throw new RequestException(GrpcStatus.InvalidArgument, "a prompt is required (prompt, prompt_token_ids or infill)"),
+            _ => throw new RequestException(RequestErrorCode.InvalidArgument, "a prompt is required (prompt, prompt_token_ids or infill)"),
         };
-        if (prompt.Length == 0)
-            throw new RequestException(GrpcStatus.InvalidArgument, "the prompt is empty");
-        if (maxTokens is < 0)
-            throw new RequestException(GrpcStatus.InvalidArgument, $"max_tokens must be positive, got {maxTokens}");
-        var max = maxTokens is > 0 ? maxTokens.Value : Math.Min(defaultMaxTokens, Math.Max(1, model.ContextLength - prompt.Length));
-        if (prompt.Length >= model.ContextLength)
-            throw new RequestException(GrpcStatus.InvalidArgument,
-                $"the prompt is {prompt.Length} tokens; this model's context length is {model.ContextLength}");
-        // In 64 bits: max_tokens near int.MaxValue must not wrap around and pass.
-        if ((long)prompt.Length + max > model.ContextLength)
-            throw new RequestException(GrpcStatus.InvalidArgument,
-                $"the prompt ({prompt.Length} tokens) plus max_tokens ({max}) exceeds this model's context length of {model.ContextLength} tokens");
-        if (sampling.Validate() is { } problem)
-            throw new RequestException(GrpcStatus.InvalidArgument, problem);
-        foreach (var id in stopIds)
-        {
-            if ((uint)id >= (uint)model.VocabSize)
-                throw new RequestException(GrpcStatus.InvalidArgument, $"stop token id {id} is outside the vocabulary");
-        }
+        if (prompt.Length > 0 && maxTokens is < 0)
+            throw new RequestException(RequestErrorCode.InvalidArgument, $"max_tokens must be positive, got {maxTokens}");
         return new GenerationRequest
         {
             PromptTokens = prompt,
-            MaxTokens = max,
+            MaxTokens = maxTokens is > 0 ? maxTokens.Value : Math.Min(defaultMaxTokens, Math.Max(1, model.ContextLength - prompt.Length)),
             Sampling = sampling,
             StopStrings = stop,
             StopTokenIds = stopIds,
@@ -76,10 +59,28 @@ public static class GenerationRequests
         };
     }
 
+    /// <summary>The server's limits on stop strings, stop ids and priority, checked before anything else.</summary>
+    public static void CheckLimits(RequestLimits limits, IReadOnlyList<string> stop, IReadOnlyList<int> stopTokenIds, int priority)
+    {
+        ArgumentNullException.ThrowIfNull(limits);
+        if (limits.CheckStop(stop) is { } stopProblem)
+            throw new RequestException(RequestErrorCode.InvalidArgument, stopProblem);
+        if (RequestLimits.CheckStopTokenIds(stopTokenIds) is { } idsProblem)
+            throw new RequestException(RequestErrorCode.InvalidArgument, idsProblem);
+        if (limits.CheckPriority(priority) is { } priorityProblem)
+            throw new RequestException(RequestErrorCode.InvalidArgument, priorityProblem);
+    }
+
+    /// <summary>What a suffix gets from a model without fill-in-the-middle tokens.</summary>
+    public static RequestException NoFillInTheMiddle(ServedModel model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        return new RequestException(RequestErrorCode.InvalidArgument, $"model '{model.Name}' has no fill-in-the-middle tokens, so it cannot take a suffix");
+    }
+
     private static int[] BuildInfill(ServedModel model, PromptInput.Infill infill, List<int> stopIds)
     {
-        var fim = model.Fim ?? throw new RequestException(GrpcStatus.InvalidArgument,
-            $"model '{model.Name}' has no fill-in-the-middle tokens, so it cannot take a suffix");
+        var fim = model.Fim ?? throw NoFillInTheMiddle(model);
         stopIds.AddRange(fim.StopIds);
         return fim.Build(model.Tokenizer, infill.Prefix, infill.Suffix);
     }

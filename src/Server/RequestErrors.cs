@@ -3,7 +3,7 @@ using Microsoft.AspNetCore.Http;
 
 namespace InferenceServer.Server;
 
-/// <summary>gRPC status codes (the subset we answer with).</summary>
+/// <summary>gRPC status codes (the subset we answer with); <see cref="RequestException.Status"/> maps a <see cref="RequestErrorCode"/> to one.</summary>
 public enum GrpcStatus
 {
     Ok = 0,
@@ -19,31 +19,46 @@ public enum GrpcStatus
     Unauthenticated = 16,
 }
 
-/// <summary>A request that fails with a status both front ends can express.</summary>
-public sealed class RequestException(GrpcStatus status, string message) : Exception(message)
+/// <summary>A request that fails, with a protocol-neutral code each front end maps to its own status.</summary>
+public sealed class RequestException(RequestErrorCode code, string message) : Exception(message)
 {
-    public GrpcStatus Status { get; } = status;
+    public RequestErrorCode Code { get; } = code;
 
-    public int HttpStatus => Status switch
+    /// <summary>The gRPC status for the code.</summary>
+    public GrpcStatus Status => Code switch
     {
-        GrpcStatus.InvalidArgument => 400,
-        GrpcStatus.Unauthenticated => 401,
-        GrpcStatus.NotFound => 404,
-        GrpcStatus.ResourceExhausted => 429,
-        GrpcStatus.Cancelled => 499,
-        GrpcStatus.Unimplemented => 501,
-        GrpcStatus.Unavailable => 503,
-        GrpcStatus.DeadlineExceeded => 504,
+        RequestErrorCode.InvalidArgument => GrpcStatus.InvalidArgument,
+        RequestErrorCode.NotFound => GrpcStatus.NotFound,
+        RequestErrorCode.ResourceExhausted => GrpcStatus.ResourceExhausted,
+        RequestErrorCode.Unavailable => GrpcStatus.Unavailable,
+        RequestErrorCode.Cancelled => GrpcStatus.Cancelled,
+        RequestErrorCode.DeadlineExceeded => GrpcStatus.DeadlineExceeded,
+        RequestErrorCode.Unauthenticated => GrpcStatus.Unauthenticated,
+        RequestErrorCode.Unimplemented => GrpcStatus.Unimplemented,
+        _ => GrpcStatus.Internal,
+    };
+
+    /// <summary>The HTTP status for the code.</summary>
+    public int HttpStatus => Code switch
+    {
+        RequestErrorCode.InvalidArgument => 400,
+        RequestErrorCode.Unauthenticated => 401,
+        RequestErrorCode.NotFound => 404,
+        RequestErrorCode.ResourceExhausted => 429,
+        RequestErrorCode.Cancelled => 499,
+        RequestErrorCode.Unimplemented => 501,
+        RequestErrorCode.Unavailable => 503,
+        RequestErrorCode.DeadlineExceeded => 504,
         _ => 500,
     };
 
-    /// <summary>OpenAI's error "type" for the status.</summary>
-    public string OpenAiType => Status switch
+    /// <summary>OpenAI's error "type" for the code.</summary>
+    public string OpenAiType => Code switch
     {
-        GrpcStatus.InvalidArgument or GrpcStatus.NotFound => "invalid_request_error",
-        GrpcStatus.Unauthenticated => "authentication_error",
-        GrpcStatus.ResourceExhausted => "rate_limit_error",
-        GrpcStatus.Unavailable => "service_unavailable",
+        RequestErrorCode.InvalidArgument or RequestErrorCode.NotFound => "invalid_request_error",
+        RequestErrorCode.Unauthenticated => "authentication_error",
+        RequestErrorCode.ResourceExhausted => "rate_limit_error",
+        RequestErrorCode.Unavailable => "service_unavailable",
         _ => "server_error",
     };
 
@@ -56,19 +71,19 @@ public sealed class RequestException(GrpcStatus status, string message) : Except
     public static RequestException? Expected(Exception e) => e switch
     {
         RequestException r => r,
-        RequestValidationException => new RequestException(GrpcStatus.InvalidArgument, e.Message),
-        EngineOverloadedException => new RequestException(GrpcStatus.ResourceExhausted, e.Message),
-        EngineStoppedException => new RequestException(GrpcStatus.Unavailable, "the engine has stopped; the server cannot take requests"),
-        BadHttpRequestException bad => new RequestException(bad.StatusCode == StatusCodes.Status408RequestTimeout ? GrpcStatus.DeadlineExceeded : GrpcStatus.InvalidArgument,
+        // The engine's own text of a stop is about the engine, not the request.
+        EngineStoppedException => new RequestException(RequestErrorCode.Unavailable, "the engine has stopped; the server cannot take requests"),
+        RequestRefusedException refused => new RequestException(refused.Code, e.Message),
+        BadHttpRequestException bad => new RequestException(bad.StatusCode == StatusCodes.Status408RequestTimeout ? RequestErrorCode.DeadlineExceeded : RequestErrorCode.InvalidArgument,
             bad.StatusCode == StatusCodes.Status408RequestTimeout ? "the request body did not arrive in time" : "the request body is malformed or incomplete"),
-        OperationCanceledException => new RequestException(GrpcStatus.Cancelled, "the request was cancelled"),
+        OperationCanceledException => new RequestException(RequestErrorCode.Cancelled, "the request was cancelled"),
         _ => null,
     };
 
     /// <summary>The status for any exception: <see cref="Expected"/>, else a generic internal error.</summary>
-    public static RequestException From(Exception e) => Expected(e) ?? new RequestException(GrpcStatus.Internal, "internal error");
+    public static RequestException From(Exception e) => Expected(e) ?? new RequestException(RequestErrorCode.Internal, "internal error");
 
     /// <summary>What a client is told about an unexpected failure: nothing of its cause, only the id to find it in the log.</summary>
     public static RequestException Internal(string requestId) =>
-        new(GrpcStatus.Internal, $"internal error (request id {requestId})");
+        new(RequestErrorCode.Internal, $"internal error (request id {requestId})");
 }

@@ -16,13 +16,17 @@ public enum ServingState
     Faulted,
 }
 
-/// <summary>A loaded model as the front ends see it: its name, tokenizer, engine and limits.</summary>
+/// <summary>
+/// A loaded model as the front ends see it: its name, tokenizer, engine and limits. The server is
+/// handed one; what runs beneath the engine is the program's composition root's business.
+/// </summary>
 public sealed class ServedModel : IAsyncDisposable
 {
     private readonly IDisposable? _runner;
 
+    /// <param name="runner">What the engine runs on, disposed after the engine stops.</param>
     /// <param name="chat">The chat template and its tokens; by default read from the folder's tokenizer_config.json.</param>
-    public ServedModel(string name, ModelFolder folder, Tokenizer.Tokenizer tokenizer, InferenceEngine engine, int maxBatch, IDisposable? runner = null, ChatTemplateConfig? chat = null)
+    public ServedModel(string name, ModelFolder folder, Tokenizer.Tokenizer tokenizer, IInferenceEngine engine, int maxBatch, IDisposable? runner = null, ChatTemplateConfig? chat = null)
     {
         ArgumentNullException.ThrowIfNull(folder);
         Chat = chat ?? LoadChat(folder);
@@ -38,7 +42,7 @@ public sealed class ServedModel : IAsyncDisposable
     public string Name { get; }
     public ModelFolder Folder { get; }
     public Tokenizer.Tokenizer Tokenizer { get; }
-    public InferenceEngine Engine { get; }
+    public IInferenceEngine Engine { get; }
     public FimTemplate? Fim { get; }
     public int MaxBatch { get; }
 
@@ -46,53 +50,6 @@ public sealed class ServedModel : IAsyncDisposable
     public ChatTemplateConfig Chat { get; }
     public int ContextLength => Engine.Capacity;
     public int VocabSize => Folder.Config.Model.VocabSize;
-
-    /// <summary>
-    /// Loads a model folder and starts its engine: on the CPU over the dense graph, or with
-    /// <paramref name="cuda"/> on the GPU, over a paged graph (maxBatch sequences at once, the KV
-    /// pool of the engine options' KV budget, or else sized from the GPU memory left free) or a
-    /// dense one (maxBatch KV slots on the device).
-    /// </summary>
-    public static ServedModel Load(string path, int maxBatch, int contextLength, int intraOpThreads, EngineOptions engineOptions, bool cuda = false)
-    {
-        var folder = ModelFolder.Load(path);
-        ServingHints.FimOrder(folder); // a bad serving.json fails here, before an engine thread starts
-        if (folder.TokenizerPath is null)
-            throw new ModelLoadException($"{folder.Path} has no tokenizer.json; the server needs one");
-        var tokenizer = InferenceServer.Tokenizer.Tokenizer.Load(folder.TokenizerPath);
-        var options = engineOptions with { EosTokenIds = folder.Config.Model.EosTokenId };
-        if (cuda && CudaRuntime.Unavailable() is { } why)
-            throw new ModelLoadException($"cannot serve on CUDA: {why}");
-        if (cuda && folder.Config.Model.Decoder.IsPaged)
-        {
-            var paged = new PagedCudaRunner(folder, new PagedRunnerOptions
-            {
-                MaxSequences = maxBatch,
-                MaxSequenceLength = contextLength,
-                KvBytes = engineOptions.KvCacheBytes,
-            });
-            try
-            {
-                var pagedEngine = new InferenceEngine(paged, tokenizer, options);
-                return new ServedModel(Path.GetFileName(folder.Path), folder, tokenizer, pagedEngine, maxBatch, paged);
-            }
-            catch
-            {
-                paged.Dispose();
-                throw;
-            }
-        }
-        var runner = new DecoderRunner(folder, new RunnerOptions
-        {
-            MaxBatch = maxBatch,
-            MaxSequenceLength = contextLength,
-            IntraOpThreads = intraOpThreads,
-            // A dense folder on CUDA: GroupQueryAttention over KV buffers on the device.
-            Device = cuda ? RunnerDevice.Cuda : RunnerDevice.Cpu,
-        });
-        var engine = new InferenceEngine(runner, tokenizer, options);
-        return new ServedModel(Path.GetFileName(folder.Path), folder, tokenizer, engine, maxBatch, runner);
-    }
 
     private static ChatTemplateConfig LoadChat(ModelFolder folder)
     {

@@ -23,14 +23,6 @@ public sealed class EngineFixture : IDisposable
         Tokenizer = InferenceServer.Tokenizer.Tokenizer.Load(Folder.TokenizerPath!);
     }
 
-    internal (DecoderRunner Runner, InferenceEngine Engine, SlowModel? Recorder) Create(int slots = 8, int capacity = 256, EngineOptions? options = null, TimeSpan stepDelay = default)
-    {
-        var runner = new DecoderRunner(Folder, new RunnerOptions { MaxBatch = slots, MaxSequenceLength = capacity, IntraOpThreads = 1 });
-        IDecoderModel model = stepDelay > TimeSpan.Zero ? new SlowModel(runner, stepDelay) : runner;
-        var engine = new InferenceEngine(model, Tokenizer, (options ?? new EngineOptions()) with { EosTokenIds = Folder.Config.Model.EosTokenId });
-        return (runner, engine, model as SlowModel);
-    }
-
     /// <summary>Greedy, past the end-of-sequence ids: a request whose tokens depend only on the model.</summary>
     public static GenerationRequest Greedy(int[] prompt, int maxTokens) => new()
     {
@@ -38,19 +30,6 @@ public sealed class EngineFixture : IDisposable
         MaxTokens = maxTokens,
         IgnoreEos = true,
     };
-
-    /// <summary>Waits until the loop has retired everything: no running or waiting sequence, no KV block held.</summary>
-    public static async Task AssertIdleAsync(InferenceEngine engine)
-    {
-        for (var i = 0; i < 200; i++)
-        {
-            var s = engine.Snapshot;
-            if (s.Running == 0 && s.Waiting == 0 && s.UsedBlocks == 0)
-                return;
-            await Task.Delay(10);
-        }
-        Assert.Fail($"the engine did not return to idle: {engine.Snapshot}");
-    }
 
     public static int[] Prompt(int length, int seed)
     {
@@ -62,42 +41,23 @@ public sealed class EngineFixture : IDisposable
 }
 
 /// <summary>
-/// The real model, slowed down: the small test model steps in well under a millisecond, too fast
-/// for tests about what happens while a request is still running.
+/// The oracle's small Llama's tokenizer alone (320 tokens), for tests that run no model: the
+/// scheduler's, and the engine's over a <see cref="ScriptedExecutor"/>.
 /// </summary>
-internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay, TimeSpan perToken = default) : IDecoderModel
+public sealed class TokenizerFixture
+{
+    public Tokenizer.Tokenizer Tokenizer { get; } = InferenceServer.Tokenizer.Tokenizer.Load(Path.Combine(TestPaths.Oracle("llama"), "tokenizer.json"));
+}
+
+/// <summary>
+/// The real model, recording every step the engine ran (which slots, with what past and how many
+/// tokens); with <c>failAtStep</c>, that step throws as a failing device would.
+/// </summary>
+internal sealed class RecordingModel(DecoderRunner runner, int failAtStep = 0) : IDecoderModel, IDisposable
 {
     private readonly List<(int FirstSlot, SequenceStep[] Rows)> _steps = [];
-    private readonly ManualResetEventSlim _open = new(initialState: true);
-    private readonly SemaphoreSlim _held = new(0);
-    private int _holdAtStep = -1;
 
-    /// <summary>
-    /// Arms a hold: the engine stops inside the step that comes <paramref name="stepsFromNow"/> steps
-    /// from now (1 is the next one), and the task completes once it is stopped there; disposing the
-    /// handle lets it go on. What a test submits meanwhile is found at the very next iteration, so
-    /// "a request arriving mid-decode" does not depend on how busy the machine is. Armed before the
-    /// requests it is about are submitted, the hold cannot be missed: the engine cannot finish them
-    /// without passing through that step, however late the test's own code runs.
-    /// </summary>
-    public Task<IDisposable> HoldStepAsync(int stepsFromNow)
-    {
-        ArgumentOutOfRangeException.ThrowIfLessThan(stepsFromNow, 1);
-        lock (_steps)
-        {
-            _open.Reset();
-            _holdAtStep = _steps.Count + stepsFromNow;
-        }
-        return WaitUntilHeldAsync();
-    }
-
-    private async Task<IDisposable> WaitUntilHeldAsync()
-    {
-        await _held.WaitAsync();
-        return new Release(_open);
-    }
-
-    /// <summary>Every step the engine ran, in order: which slots, with what past and how many tokens.</summary>
+    /// <summary>Every step the engine ran, in order.</summary>
     public IReadOnlyList<(int FirstSlot, SequenceStep[] Rows)> Steps
     {
         get
@@ -114,47 +74,89 @@ internal sealed class SlowModel(DecoderRunner runner, TimeSpan delay, TimeSpan p
 
     public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens)
     {
-        bool hold;
+        int count;
         lock (_steps)
         {
             _steps.Add((firstSlot, rows.ToArray()));
-            hold = _steps.Count == _holdAtStep;
+            count = _steps.Count;
         }
-        if (hold)
-        {
-            _held.Release();
-            _open.Wait();
-        }
-        Thread.Sleep(delay + (perToken * tokens.Length));
+        if (count == failAtStep)
+            throw new InvalidOperationException("the device failed");
         return runner.Step(firstSlot, rows, tokens);
     }
 
-    private sealed class Release(ManualResetEventSlim open) : IDisposable
-    {
-        public void Dispose() => open.Set();
-    }
-
     public void CopyPrefix(int fromSlot, int toSlot, int length) => runner.CopyPrefix(fromSlot, toSlot, length);
+
+    public void Dispose() => runner.Dispose();
 }
 
-/// <summary>An engine and its runner for one test, checked for leaks when the test ends.</summary>
+/// <summary>
+/// An engine without its thread, over the real small model (dense slots, or the paged contract
+/// on the CPU): the test submits requests and steps iterations itself, so what runs in which
+/// iteration is decided by the test, not by how busy the machine is.
+/// </summary>
 public sealed class EngineUnderTest : IAsyncDisposable
 {
-    public EngineUnderTest(EngineFixture fixture, int slots = 8, int capacity = 256, EngineOptions? options = null, TimeSpan stepDelay = default) =>
-        (Runner, Engine, Recorder) = fixture.Create(slots, capacity, options, stepDelay);
+    private readonly IDisposable _model;
 
-    public DecoderRunner Runner { get; }
+    /// <summary>Over the dense graph's slots.</summary>
+    public EngineUnderTest(EngineFixture fixture, int slots = 8, int capacity = 256, EngineOptions? options = null)
+    {
+        var model = new RecordingModel(new DecoderRunner(fixture.Folder, new RunnerOptions { MaxBatch = slots, MaxSequenceLength = capacity, IntraOpThreads = 1 }));
+        _model = Recorder = model;
+        Engine = new InferenceEngine(model, fixture.Tokenizer, WithEos(fixture, options), startLoop: false);
+    }
+
+    /// <summary>Over the paged contract (<see cref="ReferencePagedModel"/>).</summary>
+    internal EngineUnderTest(EngineFixture fixture, ReferencePagedModel paged, EngineOptions? options = null)
+    {
+        _model = Paged = paged;
+        Recorder = null!;
+        Engine = new InferenceEngine(paged, fixture.Tokenizer, WithEos(fixture, options), startLoop: false);
+    }
+
+    private static EngineOptions WithEos(EngineFixture fixture, EngineOptions? options) =>
+        (options ?? new EngineOptions()) with { EosTokenIds = fixture.Folder.Config.Model.EosTokenId };
+
     public InferenceEngine Engine { get; }
 
-    /// <summary>The steps the engine ran (when the test asked for a slowed-down model).</summary>
-    internal SlowModel? Recorder { get; }
+    /// <summary>The dense model's steps, in order.</summary>
+    internal RecordingModel Recorder { get; }
 
-    /// <summary>Waits until the loop has retired everything: no running or waiting sequence, no KV block held.</summary>
-    public Task AssertIdleAsync() => EngineFixture.AssertIdleAsync(Engine);
+    internal ReferencePagedModel? Paged { get; }
+
+    public GenerationOutput Submit(GenerationRequest request, CancellationToken cancellationToken = default) => Engine.Submit(request, cancellationToken);
+
+    /// <summary>Runs one iteration.</summary>
+    public void Step() => Engine.Iterate();
+
+    /// <summary>Steps until every output has its final event, then reads each.</summary>
+    public async Task<GenerationResult[]> RunAsync(params GenerationOutput[] outputs)
+    {
+        for (var i = 0; outputs.Any(o => !o.IsFinished); i++)
+        {
+            Assert.True(i < 100_000, "the engine did not finish the requests");
+            Step();
+        }
+        var results = new GenerationResult[outputs.Length];
+        for (var i = 0; i < outputs.Length; i++)
+            results[i] = await outputs[i].CollectAsync();
+        return results;
+    }
+
+    /// <summary>Submits one request and runs it to its end.</summary>
+    public async Task<GenerationResult> RunAsync(GenerationRequest request) => (await RunAsync(Submit(request)))[0];
+
+    /// <summary>Everything retired: no running or waiting sequence, no KV block held.</summary>
+    public void AssertIdle()
+    {
+        var s = Engine.Snapshot;
+        Assert.True(s.Running == 0 && s.Waiting == 0 && s.UsedBlocks == 0, $"the engine is not idle: {s}");
+    }
 
     public async ValueTask DisposeAsync()
     {
         await Engine.DisposeAsync();
-        Runner.Dispose();
+        _model.Dispose();
     }
 }

@@ -1,10 +1,9 @@
-using InferenceServer.Model;
 using static InferenceServer.Engine.Tests.EngineFixture;
 
 namespace InferenceServer.Engine.Tests;
 
 /// <summary>Prefill chunks sized from measured step costs so an iteration stays within its time budget.</summary>
-public sealed class IterationBudgetTests(EngineFixture model) : IClassFixture<EngineFixture>
+public sealed class IterationBudgetTests(TokenizerFixture model) : IClassFixture<TokenizerFixture>
 {
     private static readonly TimeSpan Ms = TimeSpan.FromMilliseconds(1);
 
@@ -44,29 +43,20 @@ public sealed class IterationBudgetTests(EngineFixture model) : IClassFixture<En
     }
 
     [Fact]
-    public async Task A_long_prompt_is_computed_in_chunks_that_fit_the_budget_with_the_same_output()
+    public async Task A_long_prompt_is_computed_in_chunks_that_fit_the_budget()
     {
-        var prompt = Prompt(200, 90);
-        await using (var plain = new EngineUnderTest(model))
-        {
-            var expected = await plain.Engine.Submit(Greedy(prompt, 6)).CollectAsync();
-
-            // A model that takes at least 0.5 ms a prompt token and an 8 ms budget: after the first,
-            // unmeasured, chunk, no chunk can be longer than the fewest an iteration computes.
-            var runner = new DecoderRunner(model.Folder, new RunnerOptions { MaxBatch = 2, MaxSequenceLength = 256, IntraOpThreads = 1 });
-            var slow = new SlowModel(runner, TimeSpan.Zero, perToken: 0.5 * Ms);
-            await using (var engine = new InferenceEngine(slow, model.Tokenizer,
-                new EngineOptions { IterationTimeBudget = 8 * Ms, EosTokenIds = model.Folder.Config.Model.EosTokenId }))
-            {
-                var result = await engine.Submit(Greedy(prompt, 6)).CollectAsync();
-                Assert.Equal(expected.TokenIds, result.TokenIds);
-                var prefills = slow.Steps.Select(s => s.Rows.Sum(r => r.TokenCount)).Where(t => t > 1).ToList();
-                Assert.Equal(StepCost.FirstPrefillTokens, prefills[0]);
-                Assert.All(prefills.Skip(1), tokens => Assert.True(tokens <= StepCost.MinPrefillTokens, $"a chunk of {tokens} tokens"));
-                Assert.Equal(prompt.Length, prefills.Sum());
-                await EngineFixture.AssertIdleAsync(engine);
-            }
-            runner.Dispose();
-        }
+        // Steps that take 0.5 ms a prompt token and an 8 ms budget: after the first, unmeasured,
+        // chunk, no chunk can be longer than the fewest an iteration computes.
+        var executor = new ScriptedExecutor(model.Tokenizer.VocabSize) { PrefillCostPerToken = 0.5 * Ms, DecodeCost = Ms };
+        await using var engine = ScriptedEngines.Create(model.Tokenizer, executor, new EngineOptions { IterationTimeBudget = 8 * Ms });
+        var output = engine.Submit(Greedy(Prompt(200, 90), 6));
+        for (var i = 0; i < 100 && !output.IsFinished; i++)
+            engine.Iterate();
+        var result = await output.CollectAsync();
+        Assert.Equal(6, result.TokenIds.Count);
+        var prefills = executor.Plans.SelectMany(p => p).Where(r => r.Prefill).Select(r => r.Count).ToList();
+        Assert.Equal(StepCost.FirstPrefillTokens, prefills[0]);
+        Assert.All(prefills.Skip(1), tokens => Assert.True(tokens <= StepCost.MinPrefillTokens, $"a chunk of {tokens} tokens"));
+        Assert.Equal(200, prefills.Sum());
     }
 }

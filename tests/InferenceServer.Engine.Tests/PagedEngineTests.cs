@@ -12,30 +12,13 @@ namespace InferenceServer.Engine.Tests;
 /// </summary>
 public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<EngineFixture>
 {
-    private sealed class PagedEngine : IAsyncDisposable
-    {
-        public PagedEngine(EngineFixture fixture, int kvBlocks = 64, EngineOptions? options = null, int topK = 8)
-        {
-            Model = new ReferencePagedModel(fixture.Folder, kvBlocks, topK: topK);
-            Engine = new InferenceEngine(Model, fixture.Tokenizer, (options ?? new EngineOptions()) with { EosTokenIds = fixture.Folder.Config.Model.EosTokenId });
-        }
-
-        public ReferencePagedModel Model { get; }
-        public InferenceEngine Engine { get; }
-
-        public Task AssertIdleAsync() => EngineFixture.AssertIdleAsync(Engine);
-
-        public async ValueTask DisposeAsync()
-        {
-            await Engine.DisposeAsync();
-            Model.Dispose();
-        }
-    }
+    private EngineUnderTest Paged(int kvBlocks = 64, EngineOptions? options = null, int topK = 8) =>
+        new(model, new ReferencePagedModel(model.Folder, kvBlocks, topK: topK), options);
 
     private async Task<GenerationResult> AloneAsync(GenerationRequest request)
     {
-        await using var alone = new PagedEngine(model);
-        return await alone.Engine.Submit(request).CollectAsync();
+        await using var alone = Paged();
+        return await alone.RunAsync(request);
     }
 
     [Fact]
@@ -48,9 +31,8 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
         foreach (var request in requests)
             expected.Add([.. (await AloneAsync(request)).TokenIds]);
 
-        await using var test = new PagedEngine(model, options: new EngineOptions { PrefillChunkTokens = 16, MaxBatchTokens = 40 });
-        var outputs = requests.Select(r => test.Engine.Submit(r).CollectAsync()).ToList();
-        var results = await Task.WhenAll(outputs);
+        await using var test = Paged(options: new EngineOptions { PrefillChunkTokens = 16, MaxBatchTokens = 40 });
+        var results = await test.RunAsync([.. requests.Select(r => test.Submit(r))]);
         for (var i = 0; i < requests.Length; i++)
         {
             Assert.Equal(expected[i], results[i].TokenIds);
@@ -59,13 +41,13 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
 
         // Prefill chunks (several tokens) and decodes (one) of different sequences shared steps,
         // no step carried more than the budget, no chunk more than its limit.
-        var steps = test.Model.Steps;
+        var steps = test.Paged!.Steps;
         Assert.Contains(steps, s => s.Rows.Any(r => r.TokenCount > 1) && s.Rows.Any(r => r.TokenCount == 1 && r.PastLength > 0));
         Assert.All(steps, s => Assert.InRange(s.Rows.Sum(r => r.TokenCount), 1, 40));
         Assert.All(steps, s => Assert.All(s.Rows, r => Assert.InRange(r.TokenCount, 1, 16)));
         // Greedy without logprobs samples from the reductions: no logits rows came back.
         Assert.DoesNotContain(steps, s => s.WithLogits);
-        await test.AssertIdleAsync();
+        test.AssertIdle();
     }
 
     [Fact]
@@ -76,16 +58,16 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
         var second = Greedy([.. shared[..40], .. EngineFixture.Prompt(7, seed: 12)], maxTokens: 12);
         var expected = await AloneAsync(second);
 
-        await using var test = new PagedEngine(model);
-        var firstResult = await test.Engine.Submit(first).CollectAsync();
-        var secondResult = await test.Engine.Submit(second).CollectAsync();
+        await using var test = Paged();
+        var firstResult = await test.RunAsync(first);
+        var secondResult = await test.RunAsync(second);
 
         Assert.Equal(0, firstResult.Usage.CachedPromptTokens);
         Assert.Equal(32, secondResult.Usage.CachedPromptTokens); // two full blocks of 16 of the 40 shared tokens
         Assert.Equal(expected.TokenIds, secondResult.TokenIds);
         // The second prompt's first step started after the cached blocks.
-        Assert.Contains(test.Model.Steps, s => s.Rows.Any(r => r.PastLength == 32 && r.TokenCount == 47 - 32));
-        await test.AssertIdleAsync();
+        Assert.Contains(test.Paged!.Steps, s => s.Rows.Any(r => r.PastLength == 32 && r.TokenCount == 47 - 32));
+        test.AssertIdle();
         Assert.True(test.Engine.Snapshot.CachedBlocks > 0);
     }
 
@@ -93,19 +75,19 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
     public async Task A_prefill_only_request_generates_nothing_and_leaves_its_prompt_cached()
     {
         var prompt = EngineFixture.Prompt(40, seed: 21);
-        await using var test = new PagedEngine(model);
-        var warm = await test.Engine.Submit(Greedy(prompt, maxTokens: 1) with { PrefillOnly = true }).CollectAsync();
+        await using var test = Paged();
+        var warm = await test.RunAsync(Greedy(prompt, maxTokens: 1) with { PrefillOnly = true });
         Assert.Empty(warm.TokenIds);
         Assert.Equal("", warm.Text);
         Assert.Equal(FinishReason.Length, warm.FinishReason);
         Assert.Equal(40, warm.Usage.PromptTokens);
         Assert.Equal(0, warm.Usage.CompletionTokens);
-        await test.AssertIdleAsync();
+        test.AssertIdle();
 
-        var next = await test.Engine.Submit(Greedy([.. prompt, .. EngineFixture.Prompt(3, seed: 22)], maxTokens: 2)).CollectAsync();
+        var next = await test.RunAsync(Greedy([.. prompt, .. EngineFixture.Prompt(3, seed: 22)], maxTokens: 2));
         Assert.Equal(32, next.Usage.CachedPromptTokens); // the warm-up's two full blocks of 16
         Assert.Equal(2, next.Usage.CompletionTokens);
-        await test.AssertIdleAsync();
+        test.AssertIdle();
     }
 
     [Fact]
@@ -117,11 +99,11 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
             expected.Add([.. (await AloneAsync(request)).TokenIds]);
 
         // Each needs 4 blocks of 16 by its end; 10 blocks cannot hold all four at once.
-        await using var test = new PagedEngine(model, kvBlocks: 10);
-        var results = await Task.WhenAll(requests.Select(r => test.Engine.Submit(r).CollectAsync()));
+        await using var test = Paged(kvBlocks: 10);
+        var results = await test.RunAsync([.. requests.Select(r => test.Submit(r))]);
         for (var i = 0; i < requests.Length; i++)
             Assert.Equal(expected[i], results[i].TokenIds);
-        await test.AssertIdleAsync();
+        test.AssertIdle();
     }
 
     [Fact]
@@ -133,14 +115,13 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
         };
         var expected = await AloneAsync(request);
 
-        await using var test = new PagedEngine(model);
-        var noise = test.Engine.Submit(Greedy(EngineFixture.Prompt(12, seed: 41), maxTokens: 20)).CollectAsync();
-        var result = await test.Engine.Submit(request).CollectAsync();
-        await noise;
+        await using var test = Paged();
+        var noise = test.Submit(Greedy(EngineFixture.Prompt(12, seed: 41), maxTokens: 20));
+        var result = (await test.RunAsync(test.Submit(request), noise))[0];
 
         Assert.Equal(expected.TokenIds, result.TokenIds);
-        Assert.Contains(test.Model.Steps, s => s.WithLogits);
-        await test.AssertIdleAsync();
+        Assert.Contains(test.Paged!.Steps, s => s.WithLogits);
+        test.AssertIdle();
     }
 
     [Fact]
@@ -151,14 +132,13 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
             Sampling = new SamplingParameters { Temperature = 1.2, TopK = 6, TopP = 0.95, Seed = 77, Logprobs = 2 },
         };
         // A graph reducing to 4 logits cannot serve top_k = 6: those steps fetch the rows.
-        await using var rows = new PagedEngine(model, topK: 4);
-        var expected = await rows.Engine.Submit(request).CollectAsync();
-        Assert.All(rows.Model.Steps, s => Assert.True(s.WithLogits));
+        await using var rows = Paged(topK: 4);
+        var expected = await rows.RunAsync(request);
+        Assert.All(rows.Paged!.Steps, s => Assert.True(s.WithLogits));
 
-        await using var test = new PagedEngine(model, topK: 8);
-        var noise = test.Engine.Submit(Greedy(EngineFixture.Prompt(12, seed: 46), maxTokens: 20)).CollectAsync();
-        var result = await test.Engine.Submit(request).CollectAsync();
-        await noise;
+        await using var test = Paged(topK: 8);
+        var noise = test.Submit(Greedy(EngineFixture.Prompt(12, seed: 46), maxTokens: 20));
+        var result = (await test.RunAsync(test.Submit(request), noise))[0];
 
         Assert.Equal(expected.TokenIds, result.TokenIds);
         // The rows' logprobs normalize in double, the reduction's logsumexp is a float.
@@ -168,17 +148,17 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
             Assert.Equal(e.Logprob, a.Logprob, tolerance: 1e-4);
             Assert.Equal(e.TopAlternatives.Select(t => t.Id), a.TopAlternatives.Select(t => t.Id));
         }
-        Assert.DoesNotContain(test.Model.Steps, s => s.WithLogits);
-        await test.AssertIdleAsync();
-        await rows.AssertIdleAsync();
+        Assert.DoesNotContain(test.Paged!.Steps, s => s.WithLogits);
+        test.AssertIdle();
+        rows.AssertIdle();
     }
 
     [Fact]
     public async Task Greedy_logprobs_come_from_the_top_k_and_logsumexp()
     {
         var request = Greedy(EngineFixture.Prompt(9, seed: 50), maxTokens: 5) with { Sampling = SamplingParameters.Greedy with { Logprobs = 3 } };
-        await using var test = new PagedEngine(model);
-        var result = await test.Engine.Submit(request).CollectAsync();
+        await using var test = Paged();
+        var result = await test.RunAsync(request);
 
         Assert.Equal(5, result.Logprobs.Count);
         foreach (var item in result.Logprobs)
@@ -189,8 +169,8 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
             Assert.True(item.Logprob <= 0 && item.Logprob > -20);
             Assert.True(item.TopAlternatives[0].Logprob >= item.TopAlternatives[1].Logprob);
         }
-        Assert.DoesNotContain(test.Model.Steps, s => s.WithLogits);
-        await test.AssertIdleAsync();
+        Assert.DoesNotContain(test.Paged!.Steps, s => s.WithLogits);
+        test.AssertIdle();
     }
 
     [Fact]
@@ -200,25 +180,28 @@ public sealed class PagedEngineTests(EngineFixture model) : IClassFixture<Engine
         var request = Greedy(tokenizer.Encode("def f(x):\n    "), maxTokens: 5) with { HealPromptEnd = true };
         var healed = tokenizer.Healing!.HealableEnd(request.PromptTokens.ToArray())!;
 
-        await using var test = new PagedEngine(model);
-        var result = await test.Engine.Submit(request).CollectAsync();
+        await using var test = Paged();
+        var result = await test.RunAsync(request);
 
         var bytes = result.TokenIds.SelectMany(id => tokenizer.Healing.Bytes(id).ToArray()).ToArray();
         Assert.True(bytes.AsSpan().StartsWith(healed));
         Assert.Equal(Encoding.UTF8.GetString(bytes.AsSpan(healed.Length)), result.Text);
-        await test.AssertIdleAsync();
+        test.AssertIdle();
     }
 
     [Fact]
     public async Task A_cancelled_request_gives_its_blocks_back()
     {
-        await using var test = new PagedEngine(model);
+        await using var test = Paged();
         using var cancel = new CancellationTokenSource();
-        var output = test.Engine.Submit(Greedy(EngineFixture.Prompt(30, seed: 60), maxTokens: 200), cancel.Token);
-        await using var reader = output.GetAsyncEnumerator();
-        Assert.True(await reader.MoveNextAsync());
+        var output = test.Submit(Greedy(EngineFixture.Prompt(30, seed: 60), maxTokens: 200), cancel.Token);
+        test.Step();
+        test.Step();
+        Assert.True(test.Engine.Snapshot.UsedBlocks > 0);
         await cancel.CancelAsync();
-        await test.AssertIdleAsync();
-        Assert.Equal(0, test.Engine.Snapshot.UsedBlocks);
+        test.Step();
+        Assert.Equal(FinishReason.Cancelled, (await output.CollectAsync()).FinishReason);
+        test.AssertIdle();
+        Assert.True(test.Engine.Snapshot.CachedBlocks > 0); // its full block stays findable
     }
 }

@@ -39,7 +39,7 @@ public sealed class TokenHealingEngineTests(EngineFixture model) : IClassFixture
         Assert.NotNull(healed);
 
         await using var test = new EngineUnderTest(model);
-        var result = await test.Engine.Submit(request).CollectAsync();
+        var result = await test.RunAsync(request);
 
         // The last prompt token was taken back, not computed.
         Assert.Equal(request.PromptTokens.Count - 1, result.Usage.PromptTokens);
@@ -50,7 +50,7 @@ public sealed class TokenHealingEngineTests(EngineFixture model) : IClassFixture
         Assert.Equal(Encoding.UTF8.GetString(generatedBytes.AsSpan(healed.Length)), result.Text);
         Assert.Equal(6 + SpellingTokens(result.TokenIds, healed.Length), result.TokenIds.Count);
         Assert.Equal(FinishReason.Length, result.FinishReason);
-        await test.AssertIdleAsync();
+        test.AssertIdle();
     }
 
     [Fact]
@@ -58,12 +58,12 @@ public sealed class TokenHealingEngineTests(EngineFixture model) : IClassFixture
     {
         var request = Healed("def f(x):\n    ", maxTokens: 6) with { HealPromptEnd = false };
         await using var test = new EngineUnderTest(model);
-        var result = await test.Engine.Submit(request).CollectAsync();
+        var result = await test.RunAsync(request);
 
         Assert.Equal(request.PromptTokens.Count, result.Usage.PromptTokens);
         Assert.Equal(6, result.TokenIds.Count);
         Assert.Equal(model.Tokenizer.Decode(result.TokenIds.ToArray()), result.Text);
-        await test.AssertIdleAsync();
+        test.AssertIdle();
     }
 
     [Fact]
@@ -74,12 +74,12 @@ public sealed class TokenHealingEngineTests(EngineFixture model) : IClassFixture
         Assert.Contains((byte)'\n', healed);
 
         await using var test = new EngineUnderTest(model);
-        var result = await test.Engine.Submit(request).CollectAsync();
+        var result = await test.RunAsync(request);
 
         Assert.True(result.TokenIds.Count > SpellingTokens(result.TokenIds, healed.Length),
             "the stop fired on the newline the prompt already had");
         Assert.DoesNotContain('\n', result.Text);
-        await test.AssertIdleAsync();
+        test.AssertIdle();
     }
 
     [Fact]
@@ -90,11 +90,11 @@ public sealed class TokenHealingEngineTests(EngineFixture model) : IClassFixture
         var request = Healed("def f(x):", maxTokens: 4) with { PromptTokens = [.. tokenizer.Encode("def f(x):"), special] };
 
         await using var test = new EngineUnderTest(model);
-        var healed = await test.Engine.Submit(request).CollectAsync();
-        var plain = await test.Engine.Submit(request with { HealPromptEnd = false }).CollectAsync();
+        var healed = await test.RunAsync(request);
+        var plain = await test.RunAsync(request with { HealPromptEnd = false });
 
         Assert.Equal(request.PromptTokens.Count, healed.Usage.PromptTokens);
         Assert.Equal(plain.TokenIds, healed.TokenIds);
-        await test.AssertIdleAsync();
+        test.AssertIdle();
     }
 }

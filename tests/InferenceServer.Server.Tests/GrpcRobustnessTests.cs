@@ -137,7 +137,7 @@ public sealed class GrpcRobustnessTests(ServerFixture server)
         Assert.IsType<InvalidOperationException>(entry.Exception);
 
         // Expected failures keep their status and are not logged as errors.
-        Assert.Equal(GrpcStatus.InvalidArgument, CallFailures.Classify(new RequestException(GrpcStatus.InvalidArgument, "bad"), context, new ServerState(), logs.CreateLogger("test")).Status);
+        Assert.Equal(GrpcStatus.InvalidArgument, CallFailures.Classify(new RequestException(InferenceServer.Engine.RequestErrorCode.InvalidArgument, "bad"), context, new ServerState(), logs.CreateLogger("test")).Status);
         Assert.Single(logs.Entries);
         Assert.DoesNotContain("secret", RequestException.From(new InvalidOperationException("secret")).Message, StringComparison.Ordinal);
     }

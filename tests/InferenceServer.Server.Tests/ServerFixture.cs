@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using InferenceServer.Composition;
 using InferenceServer.Engine;
 using InferenceServer.ModelBuilder;
 using InferenceServer.Tests;
@@ -56,7 +57,7 @@ public sealed class ServerFixture : IAsyncLifetime
             HttpPort = FreePort(), GrpcPort = FreePort(), MaxRequestBodyBytes = 1 << 20, MaxMessageBytes = 1 << 20,
             LogLevel = Microsoft.Extensions.Logging.LogLevel.Warning,
         };
-        Model = ServedModel.Load(modelPath, maxBatch: 8, contextLength: 512, intraOpThreads: 1, new EngineOptions { MaxWaitingRequests = 64 });
+        Model = CompositionRoot.LoadModel(modelPath, maxBatch: 8, contextLength: 512, intraOpThreads: 1, new EngineOptions { MaxWaitingRequests = 64 });
         _app = ServerHost.Build(Options, Model, State);
         await _app.StartAsync();
         State.State = ServingState.Serving;
@@ -77,7 +78,7 @@ public sealed class ServerFixture : IAsyncLifetime
     public Task AssertEngineIdleAsync() => AssertIdleAsync(Model.Engine);
 
     /// <summary>Waits (up to 3 s) until <paramref name="engine"/> holds no running or waiting sequence and no KV block.</summary>
-    public static async Task AssertIdleAsync(InferenceEngine engine)
+    public static async Task AssertIdleAsync(IInferenceEngine engine)
     {
         for (var i = 0; i < 300; i++)
         {

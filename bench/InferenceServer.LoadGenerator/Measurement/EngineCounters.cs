@@ -93,13 +93,13 @@ public sealed class InProcessCounters : IEngineCounters, IDisposable
 {
     private const string CancelToFreeInstrument = "inference.cancellation.to_free";
     private const string IterationInstrument = "inference.iteration.duration";
-    private readonly InferenceEngine _engine;
+    private readonly IInferenceEngine _engine;
     private readonly MeterListener _listener = new();
     private readonly Lock _lock = new();
     private List<double> _samples = [];
     private List<double> _iterations = [];
 
-    public InProcessCounters(InferenceEngine engine)
+    public InProcessCounters(IInferenceEngine engine)
     {
         _engine = engine ?? throw new ArgumentNullException(nameof(engine));
         _listener.InstrumentPublished = (instrument, listener) =>

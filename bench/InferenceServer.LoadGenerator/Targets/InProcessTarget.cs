@@ -1,3 +1,4 @@
+using InferenceServer.Composition;
 using InferenceServer.Engine;
 using InferenceServer.Engine.Sampling;
 using InferenceServer.LoadGenerator.Measurement;
@@ -24,7 +25,7 @@ public sealed class InProcessTarget : ILoadTarget
     /// <summary>Loads a model folder and starts its engine, on the CPU or (<paramref name="cuda"/>) over the paged graph on CUDA.</summary>
     /// <param name="iterationBudget">The engine's time budget per iteration (null: the server's default).</param>
     public static InProcessTarget Load(string modelPath, int maxBatch, int contextLength, int threads, bool cuda = false, TimeSpan? iterationBudget = null) =>
-        new(ServedModel.Load(modelPath, maxBatch, contextLength, threads,
+        new(CompositionRoot.LoadModel(modelPath, maxBatch, contextLength, threads,
             new EngineOptions { IterationTimeBudget = iterationBudget ?? EngineOptions.InteractiveIterationBudget }, cuda), ownsModel: true);
 
     public ServedModel Model => _model;

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using InferenceServer.Composition;
 using InferenceServer.Engine;
 using InferenceServer.Model;
 using InferenceServer.Server;
@@ -126,7 +127,7 @@ internal static partial class ServeCommand
         LoadingModel(log, modelPath, cuda ? "cuda" : "cpu");
         try
         {
-            model = ServedModel.Load(modelPath, maxBatch, contextLength, threads, engine, cuda);
+            model = CompositionRoot.LoadModel(modelPath, maxBatch, contextLength, threads, engine, cuda);
         }
         catch (Exception e) when (e is ModelLoadException or Tokenizer.TokenizerLoadException or ArgumentException)
         {

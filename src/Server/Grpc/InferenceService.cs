@@ -106,7 +106,7 @@ internal sealed class InferenceService(ServerOptions options, ServedModel model)
     private void CheckModel(string name)
     {
         if (name.Length > 0 && name != _model.Name)
-            throw new RequestException(GrpcStatus.NotFound, $"model '{name}' is not served here (this server serves '{_model.Name}')");
+            throw new RequestException(RequestErrorCode.NotFound, $"model '{name}' is not served here (this server serves '{_model.Name}')");
     }
 
     private static Protocol.FinishReason Map(Engine.FinishReason reason) => reason switch
@@ -148,7 +148,7 @@ internal sealed class InferenceService(ServerOptions options, ServedModel model)
         foreach (var id in request.TokenIds)
         {
             if ((uint)id >= (uint)_model.Tokenizer.VocabSize)
-                throw new RequestException(GrpcStatus.InvalidArgument, $"token id {id} is outside the vocabulary (0..{_model.Tokenizer.VocabSize - 1})");
+                throw new RequestException(RequestErrorCode.InvalidArgument, $"token id {id} is outside the vocabulary (0..{_model.Tokenizer.VocabSize - 1})");
         }
         var ids = request.TokenIds.ToArray();
         return Task.FromResult(new DetokenizeResponse { Text = _model.Tokenizer.Decode(ids, request.SkipSpecialTokens) });

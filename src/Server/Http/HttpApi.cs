@@ -29,11 +29,11 @@ internal sealed class HttpApiException(int status, string type, string message, 
         if (e is HttpApiException http)
             return http;
         var request = RequestException.From(e);
-        var code = request.Status switch
+        var code = request.Code switch
         {
-            GrpcStatus.ResourceExhausted => "rate_limit_exceeded",
-            GrpcStatus.Unavailable => "service_unavailable",
-            GrpcStatus.Internal => "internal_error",
+            RequestErrorCode.ResourceExhausted => "rate_limit_exceeded",
+            RequestErrorCode.Unavailable => "service_unavailable",
+            RequestErrorCode.Internal => "internal_error",
             _ => null,
         };
         return new HttpApiException(request.HttpStatus, request.OpenAiType, request.Message, ParamOf(request), code);
@@ -48,7 +48,7 @@ internal sealed class HttpApiException(int status, string type, string message, 
 
     private static string? ParamOf(RequestException e)
     {
-        if (e.Status != GrpcStatus.InvalidArgument)
+        if (e.Code != RequestErrorCode.InvalidArgument)
             return null;
         foreach (var name in Parameters)
         {

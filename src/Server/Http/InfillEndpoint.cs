@@ -48,9 +48,9 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model, S
         {
             if (model.Fim is not { } fim)
             {
-                // No FIM tokens: the shared builder gives the same error as for an OpenAI suffix.
-                GenerationRequests.Build(model, options.Limits, new PromptInput.Infill(prefix, suffix), sampling, maxTokens, stop, [], priority, null, defaultMax);
-                throw new RequestException(GrpcStatus.InvalidArgument, $"model '{model.Name}' cannot fill in the middle");
+                // No FIM tokens: the same errors, in the same order, as for an OpenAI suffix.
+                GenerationRequests.CheckLimits(options.Limits, stop, [], priority);
+                throw GenerationRequests.NoFillInTheMiddle(model);
             }
             var room = model.ContextLength - Math.Max(1, maxTokens ?? 1);
             int[] middleIds = middle.Length > 0 ? model.Tokenizer.Encode(middle, parseSpecialTokens: false) : [];
@@ -107,7 +107,7 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model, S
         var available = room - fixedLength;
         if (available < 0)
         {
-            throw new RequestException(GrpcStatus.InvalidArgument,
+            throw new RequestException(RequestErrorCode.InvalidArgument,
                 $"the prompt is {fixedLength} tokens without input_prefix and input_suffix; with n_predict it exceeds this model's context length of {model.ContextLength}");
         }
         // The suffix's share: a quarter of the room less the markers and the middle (at least what the prefix leaves over).

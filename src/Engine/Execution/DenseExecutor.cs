@@ -1,0 +1,129 @@
+using System.Diagnostics;
+using InferenceServer.Engine.Kv;
+using InferenceServer.Model;
+
+namespace InferenceServer.Engine;
+
+/// <summary>
+/// The dense graph's slots, run as GroupQueryAttention on the CPU allows: prefill chunks first
+/// (whole fresh prompts in adjacent slots as one right-padded batch, any other chunk alone), then
+/// every single-token row (decodes) in one batched run over slots 0 to the last one decoding, with
+/// scratch rows for the slots in that range that are not. Logits rows a prefill run produced are
+/// copied out before the next run reuses the model's output; the decode run's are read in place.
+/// </summary>
+internal sealed class DenseExecutor : IStepExecutor
+{
+    private readonly IDecoderModel _model;
+    private readonly KvSlots _kv;
+    private readonly int _vocab;
+    private readonly SequenceStep[] _steps;
+    private readonly int[] _stepTokens;
+    private readonly int[] _rowBySlot;   // plan row that a slot runs this iteration, else -1
+    private readonly int[] _lastRowOf;   // per plan row: its row in the decode run, or -1
+    private readonly float[] _copied;    // per plan row: logits copied out of a prefill run
+
+    public DenseExecutor(IDecoderModel model, DenseSlotLayout layout, int maxStepTokens)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(layout);
+        _model = model;
+        _kv = layout.Slots;
+        _vocab = model.VocabSize;
+        MaxStepTokens = maxStepTokens;
+        _steps = new SequenceStep[model.Slots];
+        _stepTokens = new int[Math.Max(model.Slots, maxStepTokens)];
+        _rowBySlot = new int[model.Slots];
+        _lastRowOf = new int[model.Slots];
+        _copied = new float[model.Slots * _vocab];
+    }
+
+    public int VocabSize => _vocab;
+    public int MaxStepTokens { get; }
+    public bool DecodesRunApart => true;
+    public int ReducedTopK => 0;
+
+    public StepResult Execute(IterationPlan plan)
+    {
+        foreach (var copy in plan.Copies)
+            _model.CopyPrefix(copy.FromSlot, copy.ToSlot, copy.Length);
+        var rows = plan.Rows;
+        if (rows.Length == 0)
+            return default;
+        _rowBySlot.AsSpan().Fill(-1);
+        _lastRowOf.AsSpan(0, rows.Length).Fill(-1);
+        for (var r = 0; r < rows.Length; r++)
+            _rowBySlot[rows[r].Sequence.KvIndex] = r; // the slot
+
+        int prefillTokens = 0, lastDecodeSlot = -1;
+        var prefill = TimeSpan.Zero;
+        for (var slot = 0; slot < _rowBySlot.Length; slot++)
+        {
+            var r = _rowBySlot[slot];
+            if (r < 0)
+                continue;
+            var row = rows[r];
+            if (row.TokenCount == 1)
+            {
+                lastDecodeSlot = slot;
+                continue;
+            }
+            // A chunk on top of a past runs alone, and so does the first chunk of a long prompt;
+            // whole fresh prompts in adjacent slots run together (a right-padded batch costs its
+            // longest row's length for every row, so a long chunk is not padded onto short ones).
+            var group = 1;
+            if (IsWholeFreshPrompt(row))
+            {
+                while (slot + group < _rowBySlot.Length && _rowBySlot[slot + group] is var next && next >= 0
+                    && IsWholeFreshPrompt(rows[next]))
+                    group++;
+            }
+            var written = 0;
+            for (var g = 0; g < group; g++)
+            {
+                var member = rows[_rowBySlot[slot + g]];
+                _steps[g] = new SequenceStep(member.PastLength, member.TokenCount);
+                plan.Tokens.Slice(member.TokenOffset, member.TokenCount).CopyTo(_stepTokens.AsSpan(written));
+                written += member.TokenCount;
+            }
+            var started = Stopwatch.GetTimestamp();
+            var logits = _model.Step(slot, _steps.AsSpan(0, group), _stepTokens.AsSpan(0, written));
+            prefill += Stopwatch.GetElapsedTime(started);
+            prefillTokens += written;
+            for (var g = 0; g < group; g++)
+            {
+                var member = _rowBySlot[slot + g];
+                if (rows[member].LogitsCount > 0)
+                    logits.Slice(g * _vocab, _vocab).CopyTo(_copied.AsSpan(member * _vocab, _vocab));
+            }
+            slot += group - 1;
+        }
+
+        var decode = TimeSpan.Zero;
+        var last = ReadOnlySpan<float>.Empty;
+        if (lastDecodeSlot >= 0)
+        {
+            // Slots in the range that do not decode get a scratch row that writes past their valid KV.
+            for (var slot = 0; slot <= lastDecodeSlot; slot++)
+            {
+                var r = _rowBySlot[slot];
+                if (r >= 0 && rows[r].TokenCount == 1)
+                {
+                    _steps[slot] = new SequenceStep(rows[r].PastLength, 1);
+                    _stepTokens[slot] = plan.Tokens[rows[r].TokenOffset];
+                    _lastRowOf[r] = slot;
+                }
+                else
+                {
+                    _steps[slot] = new SequenceStep(_kv.ScratchPosition(slot), 1);
+                    _stepTokens[slot] = 0;
+                }
+            }
+            var started = Stopwatch.GetTimestamp();
+            last = _model.Step(0, _steps.AsSpan(0, lastDecodeSlot + 1), _stepTokens.AsSpan(0, lastDecodeSlot + 1));
+            decode = Stopwatch.GetElapsedTime(started);
+        }
+        return new StepResult(_vocab, _copied, last, _lastRowOf.AsSpan(0, rows.Length), new StepTimes(prefillTokens, prefill, decode));
+    }
+
+    private static bool IsWholeFreshPrompt(PlanRow row) => row.PastLength == 0 && row.TokenCount > 1 && row.LogitsCount > 0;
+}

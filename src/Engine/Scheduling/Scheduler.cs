@@ -1,0 +1,252 @@
+using InferenceServer.Engine.Kv;
+
+namespace InferenceServer.Engine;
+
+/// <summary>
+/// Decides every iteration, for both KV layouts alike: it owns the waiting queue (highest priority
+/// first, then arrival) and the running list, and <see cref="Schedule"/> returns a plan:
+///   1. cancelled sequences leave (their KV released, cached for reuse);
+///   2. waiting sequences are admitted while the layout finds them room (a cached prefix is reused,
+///      not recomputed); a request that does not fit waits, and so does everything behind it;
+///   3. every decoding sequence gets room for its next position; when there is none, the newest
+///      running sequence is preempted (requeued to recompute its tokens later), possibly itself;
+///   4. rows: every decode first (a token each, never held back by a long prompt), then prefill
+///      chunks of as many sequences as the token budget and the time budget allow.
+/// The plan is committed when it is made: each row's sequence counts its tokens as computed and the
+/// layout records them. The scheduler never runs the model and never samples; the engine tells it
+/// when a sequence finishes (<see cref="Finish"/>) and what the steps cost (<see cref="Observe"/>).
+/// Single-threaded and allocation-free per iteration.
+/// </summary>
+internal sealed class Scheduler
+{
+    private readonly KvLayout _kv;
+    private readonly EngineOptions _options;
+    private readonly StepCost _cost;
+    private readonly int _reducedTopK;
+    private readonly IterationPlan _plan;
+    // Keyed by (-priority, arrival) in 64 bits, so that negating int.MinValue cannot wrap around.
+    private readonly PriorityQueue<Sequence, (long Priority, long Id)> _waiting = new();
+    private readonly List<Sequence> _running;
+    private readonly List<Sequence> _keep = [];
+    private long _admissions;
+
+    /// <param name="maxStepTokens">Most new tokens the executor takes in one iteration.</param>
+    /// <param name="reducedTopK">(logit, id) pairs the executor's steps reduce each row to (0: it always returns whole logits rows).</param>
+    public Scheduler(KvLayout kv, EngineOptions options, int maxStepTokens, int reducedTopK)
+    {
+        ArgumentNullException.ThrowIfNull(kv);
+        ArgumentNullException.ThrowIfNull(options);
+        _kv = kv;
+        _options = options;
+        _reducedTopK = reducedTopK;
+        _cost = new StepCost(options.IterationTimeBudget);
+        var tokenBudget = Math.Min(options.MaxBatchTokens, maxStepTokens);
+        if (tokenBudget < 1)
+            throw new ArgumentException("a step must carry at least one token", nameof(options));
+        _plan = new IterationPlan(kv.MaxSequences, tokenBudget);
+        _running = new List<Sequence>(kv.MaxSequences);
+    }
+
+    public KvLayout Kv => _kv;
+
+    /// <summary>Sequences admitted and not yet finished, in admission order.</summary>
+    public IReadOnlyList<Sequence> Running => _running;
+    public int WaitingCount => _waiting.Count;
+    public bool IsIdle => _running.Count == 0 && _waiting.Count == 0;
+
+    public void Enqueue(Sequence sequence) => _waiting.Enqueue(sequence, (-(long)sequence.Request.Priority, sequence.Id));
+
+    /// <summary>Takes the next waiting sequence off the queue (on shutdown).</summary>
+    public bool TryDequeueWaiting(out Sequence sequence) => _waiting.TryDequeue(out sequence!, out _);
+
+    /// <summary>
+    /// This iteration's plan, or one part of it (<see cref="PlanPart"/>); valid until the next call.
+    /// </summary>
+    public IterationPlan Schedule(PlanPart part = PlanPart.All)
+    {
+        var plan = _plan;
+        plan.Clear();
+        if (part != PlanPart.Decodes)
+        {
+            DropCancelled(plan);
+            Admit(plan);
+        }
+        if (part != PlanPart.Prefills)
+            ReserveDecodeRoom(plan);
+        AddRows(plan, part);
+        return plan;
+    }
+
+    /// <summary>The sequence is done (finished, or failed on shutdown): it leaves the running list and its KV is released.</summary>
+    public void Finish(Sequence sequence)
+    {
+        _running.Remove(sequence);
+        _kv.Release(sequence);
+    }
+
+    /// <summary>What the iteration's model runs took, to size the next prefill chunks within the time budget.</summary>
+    public void Observe(int prefillTokens, TimeSpan prefill, TimeSpan decode)
+    {
+        if (prefillTokens > 0)
+            _cost.Prefill(prefillTokens, prefill);
+        if (decode > TimeSpan.Zero)
+            _cost.Decode(decode);
+    }
+
+    private void DropCancelled(IterationPlan plan)
+    {
+        for (var i = _running.Count - 1; i >= 0; i--)
+        {
+            var sequence = _running[i];
+            if (!sequence.CancelRequested)
+                continue;
+            _running.RemoveAt(i);
+            _kv.Release(sequence);
+            plan.DroppedRunning.Add(sequence);
+        }
+        if (_waiting.Count == 0 || !AnyWaitingCancelled())
+            return;
+        // Rare: rebuild the queue without the cancelled ones.
+        _keep.Clear();
+        while (_waiting.TryDequeue(out var sequence, out _))
+        {
+            if (sequence.CancelRequested)
+                plan.DroppedWaiting.Add(sequence);
+            else
+                _keep.Add(sequence);
+        }
+        foreach (var sequence in _keep)
+            Enqueue(sequence);
+        _keep.Clear();
+    }
+
+    private bool AnyWaitingCancelled()
+    {
+        foreach (var (sequence, _) in _waiting.UnorderedItems)
+        {
+            if (sequence.CancelRequested)
+                return true;
+        }
+        return false;
+    }
+
+    private void Admit(IterationPlan plan)
+    {
+        while (_running.Count < _kv.MaxSequences && _waiting.TryPeek(out var sequence, out _) && _kv.TryAdmit(sequence, plan))
+        {
+            _waiting.Dequeue();
+            _running.Add(sequence);
+            sequence.AdmissionOrder = ++_admissions;
+            if (sequence.CachedPromptTokens < 0)
+            {
+                sequence.CachedPromptTokens = Math.Min(sequence.Computed, sequence.PromptLength);
+                sequence.FirstAdmittedAt = System.Diagnostics.Stopwatch.GetTimestamp();
+                plan.Admitted.Add(sequence);
+            }
+        }
+    }
+
+    // A decoding sequence writes one more position; when the layout has no room, the newest
+    // running sequence is preempted (possibly this one) until it has.
+    private void ReserveDecodeRoom(IterationPlan plan)
+    {
+        for (var i = 0; i < _running.Count; i++)
+        {
+            var sequence = _running[i];
+            if (!sequence.IsDecoding)
+                continue;
+            var preempted = false;
+            while (!_kv.TryGrow(sequence, sequence.Computed + 1))
+            {
+                var victim = Newest();
+                Preempt(victim, plan);
+                preempted = true;
+                if (victim == sequence)
+                    break;
+            }
+            if (preempted)
+                i = _running.IndexOf(sequence) is var at && at >= 0 ? at : i - 1; // the list shrank
+        }
+    }
+
+    private Sequence Newest()
+    {
+        var newest = _running[0];
+        foreach (var sequence in _running)
+        {
+            if (sequence.AdmissionOrder > newest.AdmissionOrder)
+                newest = sequence;
+        }
+        return newest;
+    }
+
+    // The sequence gives up its KV (it stays cached, so it often comes back cheaply) and waits to
+    // recompute its prompt and what it has generated so far.
+    private void Preempt(Sequence sequence, IterationPlan plan)
+    {
+        _running.Remove(sequence);
+        _kv.Release(sequence);
+        sequence.Computed = 0;
+        sequence.Preemptions++;
+        Enqueue(sequence);
+        plan.Preempted.Add(sequence);
+    }
+
+    private void AddRows(IterationPlan plan, PlanPart part)
+    {
+        // Decodes first: a token each. Planned apart, the prefill half leaves them their room.
+        var decodesLater = 0;
+        foreach (var sequence in _running)
+        {
+            if (!sequence.IsDecoding)
+                continue;
+            if (part == PlanPart.Prefills)
+                decodesLater++;
+            else if (plan.Rows.Length < plan.MaxRows && plan.TokenCount < plan.MaxTokens)
+                Commit(plan, sequence, 1, prefill: false);
+        }
+        if (part == PlanPart.Decodes)
+            return;
+        // Then prefill chunks, as many sequences as the token and time budgets allow.
+        var maxTokens = Math.Max(0, plan.MaxTokens - decodesLater);
+        var prefillLeft = _cost.PrefillTokens(decodes: plan.TokenCount + decodesLater > 0);
+        foreach (var sequence in _running)
+        {
+            if (plan.Rows.Length == plan.MaxRows || plan.TokenCount >= maxTokens || prefillLeft == 0)
+                break;
+            // Decodes already have their row (and those the budget left out wait for the next iteration).
+            if (sequence.IsDecoding || sequence.Computed == sequence.Length || sequence.Output.Abandoned)
+                continue;
+            var chunk = Math.Min(Math.Min(Math.Min(sequence.Length - sequence.Computed, _options.PrefillChunkTokens), maxTokens - plan.TokenCount), prefillLeft);
+            prefillLeft -= chunk;
+            Commit(plan, sequence, chunk, prefill: true);
+        }
+    }
+
+    private void Commit(IterationPlan plan, Sequence sequence, int count, bool prefill)
+    {
+        var start = sequence.Computed;
+        plan.AddRow(sequence, count, prefill);
+        if (start + count == sequence.Length && sequence.NeedsLogitsRow(_reducedTopK))
+            plan.NeedsLogitsRows = true;
+        sequence.Computed = start + count;
+        _kv.Computed(sequence, start);
+    }
+}
+
+/// <summary>Which rows a plan holds.</summary>
+internal enum PlanPart
+{
+    /// <summary>A whole iteration: cancellations, admissions, decodes, then prefill chunks.</summary>
+    All,
+
+    /// <summary>
+    /// The first half of an iteration whose executor runs prefill chunks and decodes apart anyway
+    /// (<see cref="IStepExecutor.DecodesRunApart"/>): cancellations, admissions and prefill chunks,
+    /// leaving the token and time budgets room for the decodes.
+    /// </summary>
+    Prefills,
+
+    /// <summary>The second half: room for the next position, then every decode, those of prompts the first half finished included.</summary>
+    Decodes,
+}
