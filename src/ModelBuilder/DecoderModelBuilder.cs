@@ -29,6 +29,13 @@ public sealed record BuildOptions
     /// </summary>
     public bool LogitsForAllPositions { get; init; }
 
+    /// <summary>
+    /// Hugging Face module names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)
+    /// whose packed projections get adapter inputs, so LoRA adapters can be loaded at run time
+    /// (<see cref="Model.Lora.LoraNames"/>). Empty: a plain graph.
+    /// </summary>
+    public IReadOnlyList<string> LoraTargets { get; init; } = [];
+
     /// <summary>Replace an existing output folder instead of failing.</summary>
     public bool Overwrite { get; init; }
 }
@@ -100,7 +107,7 @@ public static class DecoderModelBuilder
 
     // Moves the finished folder into place. An existing one is first moved aside and only deleted
     // once the new one is in place, so a failure at any point keeps one complete model.
-    private static void ReplaceFolder(string staging, string target)
+    internal static void ReplaceFolder(string staging, string target)
     {
         if (!Directory.Exists(target))
         {
