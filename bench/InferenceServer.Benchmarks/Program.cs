@@ -11,6 +11,13 @@ if (args is ["engine", ..])
     return;
 }
 
+// "adapters [ROUNDS]": decode steps with and without LoRA adapters, the cases timed in turns (a report).
+if (args is ["adapters", .. var adapterArgs])
+{
+    InferenceServer.Benchmarks.AdapterThroughput.Run(adapterArgs.Length > 0 ? int.Parse(adapterArgs[0], System.Globalization.CultureInfo.InvariantCulture) : 40);
+    return;
+}
+
 // "tokenizer-libraries [NAME...]": exactness, speed and allocations of our tokenizer and two
 // libraries on the oracle's tokenizers (a table, not BenchmarkDotNet; src/Tokenizer/README.md).
 // "--show N" prints the first N mismatching strings of each to stderr.

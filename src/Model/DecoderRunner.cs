@@ -93,6 +93,8 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         };
         if (options.IntraOpThreads > 0)
             sessionOptions.IntraOpNumThreads = options.IntraOpThreads;
+        if (_decoder.SessionOptions.LogSeverityLevel is { } severity)
+            sessionOptions.LogSeverityLevel = (OrtLoggingLevel)severity;
         if (Device == RunnerDevice.Cuda)
             CudaRuntime.AppendProvider(sessionOptions, options.DeviceId);
         try

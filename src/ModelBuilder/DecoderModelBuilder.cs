@@ -85,7 +85,14 @@ public static class DecoderModelBuilder
         try
         {
             WriteGraph(config, weights, staging, options);
-            File.WriteAllText(Path.Combine(staging, ModelFolder.ConfigFileName), CreateGenaiConfig(config, options.Variant).ToJson());
+            var genaiConfig = CreateGenaiConfig(config, options.Variant);
+            if (options.LoraTargets.Count > 0)
+            {
+                // ONNX Runtime warns at load, once per adapter input, that an input with a default
+                // is not folded as a constant, which is the point of it: keep its log to errors.
+                genaiConfig.Model.Decoder.SessionOptions.LogSeverityLevel = (int)Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
+            }
+            File.WriteAllText(Path.Combine(staging, ModelFolder.ConfigFileName), genaiConfig.ToJson());
             if (tokenizerFolder is not null)
             {
                 foreach (var name in TokenizerFiles)

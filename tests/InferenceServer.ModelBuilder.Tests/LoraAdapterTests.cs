@@ -120,6 +120,15 @@ public sealed class LoraAdapterTests(LoraFixture models) : IClassFixture<LoraFix
     }
 
     [Fact]
+    public void A_graph_with_adapter_inputs_keeps_its_session_log_to_errors()
+    {
+        // ONNX Runtime warns once per input with a default at every load; the plain graph keeps the default level.
+        Assert.Equal(3, models.WithAdapters.Config.Model.Decoder.SessionOptions.LogSeverityLevel);
+        Assert.Null(models.Plain.Config.Model.Decoder.SessionOptions.LogSeverityLevel);
+        Assert.DoesNotContain("log_severity_level", File.ReadAllText(Path.Combine(models.Plain.Path, ModelFolder.ConfigFileName)), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Loading_a_second_adapter_keeps_the_first_exact()
     {
         // The second adapter has a larger rank in the attention projections, so the stacks grow
@@ -144,7 +153,8 @@ public sealed class LoraAdapterTests(LoraFixture models) : IClassFixture<LoraFix
         using var plain = LoraFixture.Runner(models.Plain);
         var baseLogits = plain.Step(0, [new SequenceStep(0, Prompt.Length)], Prompt).ToArray();
 
-        using var session = new InferenceSession(models.WithAdapters.DecoderPath);
+        using var sessionOptions = new SessionOptions { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        using var session = new InferenceSession(models.WithAdapters.DecoderPath, sessionOptions);
         using var adapter = OrtLoraAdapter.Create(adapterFile, null);
         using var runOptions = new RunOptions();
         runOptions.AddActiveLoraAdapter(adapter);
