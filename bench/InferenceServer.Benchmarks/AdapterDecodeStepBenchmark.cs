@@ -44,6 +44,9 @@ public class AdapterDecodeStepBenchmark
     [Params(Precision.Fp32, Precision.Int4)]
     public Precision Weights { get; set; }
 
+    /// <summary>ONNX Runtime's threads per operator; 0 lets it choose (one per core).</summary>
+    public int IntraOpThreads { get; set; }
+
     [GlobalSetup]
     public void Setup()
     {
@@ -51,7 +54,7 @@ public class AdapterDecodeStepBenchmark
         var folder = Mix == AdapterMix.PlainGraph
             ? BenchModels.Get(config, "llama-20m", Weights)
             : BenchModels.Get(config, "llama-20m-lora", Weights, LoraNames.Modules);
-        _runner = new DecoderRunner(folder, new RunnerOptions { MaxBatch = Batch, MaxSequenceLength = 512 });
+        _runner = new DecoderRunner(folder, new RunnerOptions { MaxBatch = Batch, MaxSequenceLength = 512, IntraOpThreads = IntraOpThreads });
         int[] ids = [0, 0];
         if (Mix != AdapterMix.PlainGraph)
         {

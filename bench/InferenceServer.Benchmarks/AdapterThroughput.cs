@@ -10,19 +10,21 @@ namespace InferenceServer.Benchmarks;
 /// block of decode steps of every case, starting with a different case each round. Prints a
 /// Markdown table per weight precision: median, 25th and 75th percentile of the per-round step
 /// time, the tokens/s that means (8 rows per step) and the ratio to the plain graph.
-/// Run: dotnet run -c Release --project bench/InferenceServer.Benchmarks -- adapters [ROUNDS]
+/// Run: dotnet run -c Release --project bench/InferenceServer.Benchmarks -- adapters [ROUNDS [THREADS]]
+/// (THREADS: ONNX Runtime's threads per operator; by default one per core).
 /// </summary>
 public static class AdapterThroughput
 {
     private const int StepsPerBlock = 10;
 
-    public static void Run(int rounds)
+    public static void Run(int rounds, int threads)
     {
-        Console.WriteLine($"# Decode steps with LoRA adapters: 20M model, 8 rows, past 128, {rounds} rounds of {StepsPerBlock} steps per case, {Environment.ProcessorCount} cores");
+        var threadText = threads > 0 ? $"{threads} ONNX Runtime threads" : "ONNX Runtime's default threads";
+        Console.WriteLine($"# Decode steps with LoRA adapters: 20M model, 8 rows, past 128, {rounds} rounds of {StepsPerBlock} steps per case, {Environment.ProcessorCount} cores, {threadText}");
         foreach (var precision in new[] { Precision.Fp32, Precision.Int4 })
         {
             var cases = Enum.GetValues<AdapterDecodeStepBenchmark.AdapterMix>()
-                .Select(mix => new AdapterDecodeStepBenchmark { Mix = mix, Weights = precision })
+                .Select(mix => new AdapterDecodeStepBenchmark { Mix = mix, Weights = precision, IntraOpThreads = threads })
                 .ToArray();
             foreach (var c in cases)
             {

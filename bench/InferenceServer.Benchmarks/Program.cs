@@ -11,10 +11,11 @@ if (args is ["engine", ..])
     return;
 }
 
-// "adapters [ROUNDS]": decode steps with and without LoRA adapters, the cases timed in turns (a report).
+// "adapters [ROUNDS [THREADS]]": decode steps with and without LoRA adapters, the cases timed in turns (a report).
 if (args is ["adapters", .. var adapterArgs])
 {
-    InferenceServer.Benchmarks.AdapterThroughput.Run(adapterArgs.Length > 0 ? int.Parse(adapterArgs[0], System.Globalization.CultureInfo.InvariantCulture) : 40);
+    int Argument(int index, int fallback) => adapterArgs.Length > index ? int.Parse(adapterArgs[index], System.Globalization.CultureInfo.InvariantCulture) : fallback;
+    InferenceServer.Benchmarks.AdapterThroughput.Run(Argument(0, 40), Argument(1, 0));
     return;
 }
 

@@ -22,7 +22,9 @@ namespace InferenceServer.Model;
 /// A graph built with adapter inputs (build-model --lora-targets) takes LoRA adapters
 /// (<see cref="LoadAdapter"/>), and every row of a step names its own adapter, or none: rows of
 /// different adapters share one run (<see cref="AdapterStacks"/>). Steps where no row has an
-/// adapter bind none of the adapter inputs, and the graph's empty defaults leave the base model.
+/// adapter bind none of the adapter inputs, and the graph's empty defaults leave the base model;
+/// steps where every row has the same adapter bind a one-entry index, so the graph picks that
+/// adapter's matrices once rather than once per row.
 /// </summary>
 public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 {
@@ -48,8 +50,8 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     private readonly IRunnerBuffer[] _values;
     private readonly AdapterStacks? _adapters;
 
-    // Decode bindings keyed by (first slot, batch size, adapter inputs bound): fixed shapes over fixed buffers.
-    private readonly Dictionary<(int First, int Batch, bool Adapters), StepBinding> _decodeBindings = [];
+    // Decode bindings keyed by (first slot, batch size, how adapters are bound): fixed shapes over fixed buffers.
+    private readonly Dictionary<(int First, int Batch, AdapterUse Adapters), StepBinding> _decodeBindings = [];
     private bool _disposed;
 
     public ModelFolder Folder { get; }
@@ -163,8 +165,8 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         var batch = rows.Length;
 
         FillInputs(rows, tokens, shape.SequenceLength, shape.MaskWidth);
-        if (withAdapters)
-            _adapters!.FillIndex(adapters);
+        if (withAdapters != AdapterUse.None)
+            _adapters!.FillIndex(adapters, withAdapters);
 
         if (shape.IsDecode)
         {
@@ -204,7 +206,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             throw new ModelLoadException("adapters run on the CPU provider only so far");
         var id = _adapters.Load(name, folder ?? Path.Combine(Folder.Path, LoraNames.AdaptersFolder, name));
         // Bindings over the old stacks are stale now.
-        foreach (var key in _decodeBindings.Keys.Where(k => k.Adapters).ToArray())
+        foreach (var key in _decodeBindings.Keys.Where(k => k.Adapters != AdapterUse.None).ToArray())
         {
             _decodeBindings[key].Dispose();
             _decodeBindings.Remove(key);
@@ -298,22 +300,22 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         return new StepShape(longest, longest, IsDecode: false);
     }
 
-    // True when some row names an adapter.
-    private bool ValidateAdapters(int rowCount, ReadOnlySpan<int> adapters)
+    // How the step's adapters are bound: not at all, one adapter for every row, or one per row.
+    private AdapterUse ValidateAdapters(int rowCount, ReadOnlySpan<int> adapters)
     {
         if (adapters.IsEmpty)
-            return false;
+            return AdapterUse.None;
         if (adapters.Length != rowCount)
             throw new ArgumentException($"{adapters.Length} adapter ids for {rowCount} rows", nameof(adapters));
         var count = _adapters?.Count ?? 0;
-        var any = false;
+        var same = true;
         foreach (var id in adapters)
         {
             if ((uint)id > (uint)count)
                 throw new ArgumentOutOfRangeException(nameof(adapters), $"adapter id {id} is not loaded (ids 1..{count}; 0 is the base model)");
-            any |= id != 0;
+            same &= id == adapters[0];
         }
-        return any;
+        return !same ? AdapterUse.PerRow : adapters[0] == 0 ? AdapterUse.None : AdapterUse.Shared;
     }
 
     private void FillInputs(ReadOnlySpan<SequenceStep> rows, ReadOnlySpan<int> tokens, int sequenceLength, int maskWidth)
@@ -389,7 +391,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(from, to);
     }
 
-    private StepBinding CreateBinding(int firstSlot, int batch, int sequenceLength, int maskWidth, bool withAdapters)
+    private StepBinding CreateBinding(int firstSlot, int batch, int sequenceLength, int maskWidth, AdapterUse adapters)
     {
         var binding = new StepBinding(_session.CreateIoBinding());
         try
@@ -420,8 +422,8 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
                 binding.Input(_pastValueNames[layer], value);
                 binding.Output(_presentValueNames[layer], value);
             }
-            if (withAdapters)
-                _adapters!.Bind(binding, batch);
+            if (adapters != AdapterUse.None)
+                _adapters!.Bind(binding, adapters == AdapterUse.Shared ? 1 : batch);
             return binding;
         }
         catch

@@ -65,11 +65,15 @@ public sealed class LoraAdapterTests(LoraFixture models) : IClassFixture<LoraFix
         Assert.NotEqual(baseOnly.Tokens, withAdapter.Tokens);
     }
 
-    [Fact]
-    public void Rows_of_different_adapters_in_one_batch_each_get_what_they_get_alone()
+    [Theory]
+    [InlineData("everywhere", "query-value", "")] // one index entry per row
+    [InlineData("query-value", "query-value", "query-value")] // one entry broadcast over the rows
+    public void Rows_in_one_batch_each_get_what_their_adapter_gives_them_alone(string first, string second, string third)
     {
         using var runner = LoraFixture.Runner(models.WithAdapters, slots: 3);
-        int[] ids = [runner.LoadAdapter(LoraFixture.Everywhere.Name), runner.LoadAdapter(LoraFixture.QueryValue.Name), 0];
+        runner.LoadAdapter(LoraFixture.Everywhere.Name);
+        runner.LoadAdapter(LoraFixture.QueryValue.Name);
+        var ids = new[] { first, second, third }.Select(name => name.Length == 0 ? 0 : runner.AdapterId(name)).ToArray();
         using var alone = LoraFixture.Runner(models.WithAdapters);
         alone.LoadAdapter(LoraFixture.Everywhere.Name);
         alone.LoadAdapter(LoraFixture.QueryValue.Name);

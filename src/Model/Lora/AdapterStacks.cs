@@ -3,6 +3,19 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace InferenceServer.Model.Lora;
 
+/// <summary>How a step binds the adapter inputs.</summary>
+internal enum AdapterUse
+{
+    /// <summary>No row has an adapter: nothing is bound and the graph's empty defaults apply.</summary>
+    None,
+
+    /// <summary>Every row has the same adapter: a one-entry index, broadcast over the rows.</summary>
+    Shared,
+
+    /// <summary>Rows differ: one index entry per row.</summary>
+    PerRow,
+}
+
 /// <summary>
 /// The adapters loaded into a runner whose graph has adapter inputs (<see cref="LoraNames"/>):
 /// per layer and packed projection one stack of A matrices [adapters + 1, in, rank] and one of B
@@ -197,19 +210,23 @@ internal sealed unsafe class AdapterStacks : IDisposable
         }
     }
 
-    /// <summary>Writes each row's adapter id into the index input.</summary>
-    public void FillIndex(ReadOnlySpan<int> adapters)
+    /// <summary>Writes the index input: the shared adapter's id, or each row's.</summary>
+    public void FillIndex(ReadOnlySpan<int> adapters, AdapterUse use)
     {
-        var index = new Span<long>((void*)_index.Pointer, adapters.Length);
-        for (var r = 0; r < adapters.Length; r++)
+        var length = use == AdapterUse.Shared ? 1 : adapters.Length;
+        var index = new Span<long>((void*)_index.Pointer, length);
+        for (var r = 0; r < length; r++)
             index[r] = adapters[r];
     }
 
-    /// <summary>Binds the index input for <paramref name="batch"/> rows and every stack.</summary>
-    public void Bind(StepBinding binding, int batch)
+    /// <summary>
+    /// Binds the index input with <paramref name="indexLength"/> entries (1 for an adapter shared
+    /// by every row; Gather then copies its matrices once and MatMul broadcasts them) and every stack.
+    /// </summary>
+    public void Bind(StepBinding binding, int indexLength)
     {
         var cpu = OrtMemoryInfo.DefaultInstance;
-        binding.Input(LoraNames.AdapterIndex, OrtValue.CreateTensorValueWithData(cpu, TensorElementType.Int64, [batch], _index.Pointer, (long)batch * sizeof(long)));
+        binding.Input(LoraNames.AdapterIndex, OrtValue.CreateTensorValueWithData(cpu, TensorElementType.Int64, [indexLength], _index.Pointer, (long)indexLength * sizeof(long)));
         long entries = _names.Count + 1;
         foreach (var pair in _pairs)
         {
