@@ -21,11 +21,15 @@ public static class BenchModels
         throw new FileNotFoundException($"{relative} not found above {AppContext.BaseDirectory}");
     }
 
-    public static ModelFolder Get(HfConfig config, string name, Precision precision = Precision.Fp32)
+    /// <summary>The model, built on first use; with <paramref name="loraTargets"/> its graph has adapter inputs for those modules.</summary>
+    public static ModelFolder Get(HfConfig config, string name, Precision precision = Precision.Fp32, IReadOnlyList<string>? loraTargets = null)
     {
         var path = Path.Combine(Path.GetTempPath(), "inferenceserver-bench", $"{name}-{precision}".ToLowerInvariant());
         if (!File.Exists(Path.Combine(path, ModelFolder.ConfigFileName)))
-            DecoderModelBuilder.BuildRandom(config, path, new BuildOptions { Precision = precision, Overwrite = true }, seed: 1);
+        {
+            var options = new BuildOptions { Precision = precision, Overwrite = true, LoraTargets = loraTargets ?? [] };
+            DecoderModelBuilder.BuildRandom(config, path, options, seed: 1);
+        }
         return ModelFolder.Load(path);
     }
 

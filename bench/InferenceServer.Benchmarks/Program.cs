@@ -11,6 +11,14 @@ if (args is ["engine", ..])
     return;
 }
 
+// "adapters [ROUNDS [THREADS]]": decode steps with and without LoRA adapters, the cases timed in turns (a report).
+if (args is ["adapters", .. var adapterArgs])
+{
+    int Argument(int index, int fallback) => adapterArgs.Length > index ? int.Parse(adapterArgs[index], System.Globalization.CultureInfo.InvariantCulture) : fallback;
+    InferenceServer.Benchmarks.AdapterThroughput.Run(Argument(0, 40), Argument(1, 0));
+    return;
+}
+
 // "tokenizer-libraries [NAME...]": exactness, speed and allocations of our tokenizer and two
 // libraries on the oracle's tokenizers (a table, not BenchmarkDotNet; src/Tokenizer/README.md).
 // "--show N" prints the first N mismatching strings of each to stderr.

@@ -1,3 +1,4 @@
+using InferenceServer.Model.Lora;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
@@ -17,6 +18,13 @@ namespace InferenceServer.Model;
 ///   - fresh prefill: several rows, none with a past, right-padded to the longest;
 ///   - continuation: one row with a past and several new tokens.
 /// Decode steps reuse a cached IO binding per batch size, so they allocate nothing managed.
+///
+/// A graph built with adapter inputs (build-model --lora-targets) takes LoRA adapters
+/// (<see cref="LoadAdapter"/>), and every row of a step names its own adapter, or none: rows of
+/// different adapters share one run (<see cref="AdapterStacks"/>). Steps where no row has an
+/// adapter bind none of the adapter inputs, and the graph's empty defaults leave the base model;
+/// steps where every row has the same adapter bind a one-entry index, so the graph picks that
+/// adapter's matrices once rather than once per row.
 /// </summary>
 public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 {
@@ -40,9 +48,10 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     private readonly NativeBuffer? _logitsFloat; // float copies of float16 logits
     private readonly IRunnerBuffer[] _keys;
     private readonly IRunnerBuffer[] _values;
+    private readonly AdapterStacks? _adapters;
 
-    // Decode bindings keyed by (first slot, batch size): fixed shapes over fixed buffers.
-    private readonly Dictionary<(int First, int Batch), StepBinding> _decodeBindings = [];
+    // Decode bindings keyed by (first slot, batch size, how adapters are bound): fixed shapes over fixed buffers.
+    private readonly Dictionary<(int First, int Batch, AdapterUse Adapters), StepBinding> _decodeBindings = [];
     private bool _disposed;
 
     public ModelFolder Folder { get; }
@@ -86,6 +95,8 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         };
         if (options.IntraOpThreads > 0)
             sessionOptions.IntraOpNumThreads = options.IntraOpThreads;
+        if (_decoder.SessionOptions.LogSeverityLevel is { } severity)
+            sessionOptions.LogSeverityLevel = (OrtLoggingLevel)severity;
         if (Device == RunnerDevice.Cuda)
             CudaRuntime.AppendProvider(sessionOptions, options.DeviceId);
         try
@@ -105,6 +116,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             _presentKeyNames = LayerNames.ForAll(_decoder.Outputs.PresentKeyNames, LayerCount);
             _presentValueNames = LayerNames.ForAll(_decoder.Outputs.PresentValueNames, LayerCount);
             _positionIdsName = _decoder.Inputs.PositionIds is { } p && _session.InputMetadata.ContainsKey(p) ? p : null;
+            _adapters = AdapterStacks.Discover(_session.OverridableInitializerMetadata, folder.DecoderPath, Slots);
             CheckContract(out _kvType, out _logitsType, out _logitsPerPosition);
             _kvElementSize = _kvType == TensorElementType.Float ? 4 : 2;
 
@@ -137,29 +149,79 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     /// holds each row's new tokens, row after row. Returns the logits of the last new position of
     /// each row, [rows, vocab]; the span is valid until the next step.
     /// </summary>
-    public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens)
+    public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens) =>
+        Step(firstSlot, rows, tokens, []);
+
+    /// <summary>
+    /// A step in which row r runs with the adapter <paramref name="adapters"/>[r] (an id from
+    /// <see cref="LoadAdapter"/>; 0 for the base model alone). An empty span means no adapter in
+    /// any row.
+    /// </summary>
+    public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> adapters)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         var shape = Validate(firstSlot, rows, tokens);
+        var withAdapters = ValidateAdapters(rows.Length, adapters);
         var batch = rows.Length;
 
         FillInputs(rows, tokens, shape.SequenceLength, shape.MaskWidth);
+        if (withAdapters != AdapterUse.None)
+            _adapters!.FillIndex(adapters, withAdapters);
 
         if (shape.IsDecode)
         {
-            if (!_decodeBindings.TryGetValue((firstSlot, batch), out var binding))
+            if (!_decodeBindings.TryGetValue((firstSlot, batch, withAdapters), out var binding))
             {
-                binding = CreateBinding(firstSlot, batch, 1, Capacity);
-                _decodeBindings.Add((firstSlot, batch), binding);
+                binding = CreateBinding(firstSlot, batch, 1, Capacity, withAdapters);
+                _decodeBindings.Add((firstSlot, batch, withAdapters), binding);
             }
             Run(binding, rows, 1);
         }
         else
         {
-            using var binding = CreateBinding(firstSlot, batch, shape.SequenceLength, shape.MaskWidth);
+            using var binding = CreateBinding(firstSlot, batch, shape.SequenceLength, shape.MaskWidth, withAdapters);
             Run(binding, rows, shape.SequenceLength);
         }
         return new ReadOnlySpan<float>((float*)(_logitsFloat ?? _logits).Pointer, batch * VocabSize);
+    }
+
+    /// <summary>Whether the graph has adapter inputs, so that <see cref="LoadAdapter"/> can load adapters.</summary>
+    public bool SupportsAdapters => _adapters is not null;
+
+    /// <summary>The loaded adapters by name; adapter id i + 1 is entry i.</summary>
+    public IReadOnlyList<string> AdapterNames => _adapters?.Names ?? [];
+
+    /// <summary>
+    /// Loads a converted adapter (a folder with <see cref="LoraNames.WeightsFileName"/>; by default
+    /// the model folder's adapters/<paramref name="name"/>) and returns the id that steps name it
+    /// by. Not to be called while a step runs: the adapter stacks are reallocated.
+    /// </summary>
+    public int LoadAdapter(string name, string? folder = null)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        ArgumentNullException.ThrowIfNull(name);
+        if (_adapters is null)
+            throw new ModelLoadException($"{Folder.DecoderPath}: the graph has no adapter inputs; build the base model with build-model --lora-targets to load adapters");
+        if (Device != RunnerDevice.Cpu)
+            throw new ModelLoadException("adapters run on the CPU provider only so far");
+        var id = _adapters.Load(name, folder ?? Path.Combine(Folder.Path, LoraNames.AdaptersFolder, name));
+        // Bindings over the old stacks are stale now.
+        foreach (var key in _decodeBindings.Keys.Where(k => k.Adapters != AdapterUse.None).ToArray())
+        {
+            _decodeBindings[key].Dispose();
+            _decodeBindings.Remove(key);
+        }
+        return id;
+    }
+
+    /// <summary>The id of a loaded adapter; an unknown name is an <see cref="ArgumentException"/> that lists the loaded ones.</summary>
+    public int AdapterId(string name)
+    {
+        ArgumentNullException.ThrowIfNull(name);
+        if (_adapters is not null && _adapters.TryGetId(name, out var id))
+            return id;
+        var loaded = AdapterNames.Count == 0 ? "none is loaded" : $"loaded: {string.Join(", ", AdapterNames)}";
+        throw new ArgumentException($"no adapter named '{name}' ({loaded})", nameof(name));
     }
 
     /// <summary>
@@ -238,6 +300,24 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         return new StepShape(longest, longest, IsDecode: false);
     }
 
+    // How the step's adapters are bound: not at all, one adapter for every row, or one per row.
+    private AdapterUse ValidateAdapters(int rowCount, ReadOnlySpan<int> adapters)
+    {
+        if (adapters.IsEmpty)
+            return AdapterUse.None;
+        if (adapters.Length != rowCount)
+            throw new ArgumentException($"{adapters.Length} adapter ids for {rowCount} rows", nameof(adapters));
+        var count = _adapters?.Count ?? 0;
+        var same = true;
+        foreach (var id in adapters)
+        {
+            if ((uint)id > (uint)count)
+                throw new ArgumentOutOfRangeException(nameof(adapters), $"adapter id {id} is not loaded (ids 1..{count}; 0 is the base model)");
+            same &= id == adapters[0];
+        }
+        return !same ? AdapterUse.PerRow : adapters[0] == 0 ? AdapterUse.None : AdapterUse.Shared;
+    }
+
     private void FillInputs(ReadOnlySpan<SequenceStep> rows, ReadOnlySpan<int> tokens, int sequenceLength, int maskWidth)
     {
         var ids = new Span<long>((void*)_inputIds.Pointer, rows.Length * sequenceLength);
@@ -311,7 +391,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(from, to);
     }
 
-    private StepBinding CreateBinding(int firstSlot, int batch, int sequenceLength, int maskWidth)
+    private StepBinding CreateBinding(int firstSlot, int batch, int sequenceLength, int maskWidth, AdapterUse adapters)
     {
         var binding = new StepBinding(_session.CreateIoBinding());
         try
@@ -342,6 +422,8 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
                 binding.Input(_pastValueNames[layer], value);
                 binding.Output(_presentValueNames[layer], value);
             }
+            if (adapters != AdapterUse.None)
+                _adapters!.Bind(binding, adapters == AdapterUse.Shared ? 1 : batch);
             return binding;
         }
         catch
@@ -391,7 +473,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         }
         foreach (var name in inputs.Keys)
         {
-            if (!known.Contains(name))
+            if (!known.Contains(name) && _adapters?.IsAdapterInput(name) != true)
                 throw new ModelLoadException($"{path}: the graph has an input '{name}' that genai_config.json does not describe");
         }
 
@@ -425,6 +507,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         _positionIds?.Dispose();
         _logitsFloat?.Dispose();
         _logits?.Dispose();
+        _adapters?.Dispose();
         _memory?.Dispose();
         _session?.Dispose();
         _runOptions.Dispose();

@@ -92,6 +92,11 @@ public sealed class GenaiDecoderSection
 public sealed class GenaiSessionOptions
 {
     [JsonPropertyName("log_id")] public string LogId { get; set; } = "inferenceserver";
+
+    /// <summary>ONNX Runtime's session log severity (0 verbose ... 3 errors, 4 fatal); null leaves ONNX Runtime's default (warnings).</summary>
+    [JsonPropertyName("log_severity_level")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public int? LogSeverityLevel { get; set; }
     [JsonPropertyName("provider_options")] public List<JsonElement> ProviderOptions { get; set; } = [];
 }
 

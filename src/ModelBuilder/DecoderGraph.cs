@@ -1,4 +1,5 @@
 using InferenceServer.Model;
+using InferenceServer.Model.Lora;
 using InferenceServer.ModelBuilder.Checkpoint;
 using InferenceServer.ModelBuilder.Onnx;
 using InferenceServer.ModelBuilder.Quantization;
@@ -58,6 +59,13 @@ public enum GraphVariant
 /// Per layer: RMSNorm (fused with the residual add from the second norm on), one packed q/k/v
 /// projection, GroupQueryAttention with rotary embedding from cos/sin caches, the output
 /// projection, RMSNorm, SwiGLU (one packed gate/up projection).
+///
+/// With adapter inputs (<see cref="BuildOptions.LoraTargets"/>, dense graph only), each chosen
+/// packed projection y = x W also adds x A[i] B[i], where A and B are stacks of adapters given as
+/// inputs ([adapters, in, rank], [adapters, rank, out]; <see cref="LoraNames"/>) and i is the
+/// row's entry of lora_index [rows]: Gather picks each row's matrices and a batched MatMul applies
+/// them, so rows of different adapters share a run. Each stack defaults to an empty initializer of
+/// rank 0 and lora_index to [0], so a run that binds none of them computes the base model.
 /// </summary>
 public sealed class DecoderGraph
 {
@@ -93,6 +101,7 @@ public sealed class DecoderGraph
     private readonly int _int4AccuracyLevel;
     private readonly bool _paged;
     private readonly int _topK;
+    private readonly HashSet<string> _loraProjections;
 
     private DecoderGraph(GraphBuilder graph, HfConfig config, IWeightSource weights, BuildOptions options)
     {
@@ -122,6 +131,7 @@ public sealed class DecoderGraph
                 ? new Int4Quantizer(options.Int4BlockSize)
                 : throw new ModelBuildException($"int4 block size {options.Int4BlockSize} is not a power of two of at least 16");
         }
+        _loraProjections = LoraProjections(options);
         _allPositions = options.LogitsForAllPositions;
         _int4AccuracyLevel = options.Int4AccuracyLevel;
     }
@@ -135,6 +145,11 @@ public sealed class DecoderGraph
         var one = _g.Int64Scalar("const/one", 1);
         var (cos, sin) = RotaryCaches();
         var (attention, sampledRows) = _paged ? DeclarePagedInputs(cos, sin) : DeclareDenseInputs(cos, sin, one);
+        if (_loraProjections.Count > 0)
+        {
+            _g.Input(LoraNames.AdapterIndex, DataType.Int64, "lora_rows");
+            _g.Int64Constant(LoraNames.AdapterIndex, 0);
+        }
 
         var embedding = _w.Read("model.embed_tokens.weight", [_c.VocabSize, h]);
         var embeddingName = WeightInitializer("model.embed_tokens.weight", embedding, _c.VocabSize, h);
@@ -162,9 +177,11 @@ public sealed class DecoderGraph
                     _w.Read($"{prefix}.self_attn.v_proj.bias", [kvHeads * hd]));
             }
             var qkv = Linear($"/{prefix}/attn/qkv_proj", $"{prefix}.self_attn.qkv_proj", x, qkvWeight, qkvRows, h, qkvBias);
+            qkv = WithAdapters(layer, "self_attn.qkv_proj", x, qkv, h, qkvRows);
             var attended = attention(layer, $"/{prefix}/attn", qkv);
             pending = Linear($"/{prefix}/attn/o_proj", $"{prefix}.self_attn.o_proj", attended,
                 _w.Read($"{prefix}.self_attn.o_proj.weight", [h, heads * hd]), h, heads * hd, null);
+            pending = WithAdapters(layer, "self_attn.o_proj", attended, pending, heads * hd, h);
 
             // SwiGLU MLP
             x = Norm($"/{prefix}/post_attention_layernorm", $"{prefix}.post_attention_layernorm.weight", ref residual, pending);
@@ -172,11 +189,13 @@ public sealed class DecoderGraph
             var gateUp = Linear($"/{prefix}/mlp/gate_up_proj", $"{prefix}.mlp.gate_up_proj", x,
                 Concat(_w.Read($"{prefix}.mlp.gate_proj.weight", [inter, h]), _w.Read($"{prefix}.mlp.up_proj.weight", [inter, h])),
                 2 * inter, h, null);
+            gateUp = WithAdapters(layer, "mlp.gate_up_proj", x, gateUp, h, 2 * inter);
             var split = _g.Node("Split", $"/{prefix}/mlp/Split", [gateUp, _g.Int64Constant($"/{prefix}/mlp/split_sizes", inter, inter)], 2, "", [Attr("axis", -1L)]);
             var silu = _g.Op("Mul", $"/{prefix}/mlp/silu", [split[0], _g.Op("Sigmoid", $"/{prefix}/mlp/Sigmoid", [split[0]])]);
             var product = _g.Op("Mul", $"/{prefix}/mlp/Mul", [silu, split[1]]);
             pending = Linear($"/{prefix}/mlp/down_proj", $"{prefix}.mlp.down_proj", product,
                 _w.Read($"{prefix}.mlp.down_proj.weight", [h, inter]), h, inter, null);
+            pending = WithAdapters(layer, "mlp.down_proj", product, pending, inter, h);
         }
         var normed = Norm("/model/norm", "model.norm.weight", ref residual, pending);
 
@@ -366,6 +385,50 @@ public sealed class DecoderGraph
         if (bias is null)
             return output;
         return _g.Op("Add", $"{nodeName}/Add", [output, WeightInitializer($"{weightName}.bias", bias, n)]);
+    }
+
+    // The packed projections that get adapter inputs, checked against what the graph can carry.
+    private HashSet<string> LoraProjections(BuildOptions options)
+    {
+        var projections = new HashSet<string>(StringComparer.Ordinal);
+        if (options.LoraTargets.Count == 0)
+            return projections;
+        if (_paged)
+            throw new ModelBuildException("adapter inputs are for the dense graph; the paged graph does not take them yet");
+        if (_precision is not (Precision.Fp32 or Precision.Int4))
+            throw new ModelBuildException($"adapter inputs need float32 activations (fp32 or int4 weights), not {_precision.ToString().ToLowerInvariant()}");
+        foreach (var module in options.LoraTargets)
+        {
+            var projection = LoraNames.ProjectionOf(module)
+                ?? throw new ModelBuildException($"'{module}' is not a module adapters can target; supported are {string.Join(", ", LoraNames.Modules)}");
+            projections.Add(projection.Name);
+        }
+        return projections;
+    }
+
+    /// <summary>
+    /// y + x A[lora_index] B[lora_index] for a packed projection with adapter inputs; y itself for
+    /// the others. x is [rows, sequence, k], A [adapters, k, rank], B [adapters, rank, n].
+    /// </summary>
+    private string WithAdapters(int layer, string projectionName, string input, string output, int k, int n)
+    {
+        if (!_loraProjections.Contains(projectionName))
+            return output;
+        var projection = LoraNames.Projections.Single(p => p.Name == projectionName);
+        var a = LoraNames.A(layer, projection);
+        var b = LoraNames.B(layer, projection);
+        var rank = $"{a[..^LoraNames.ASuffix.Length]}.lora_rank";
+        _g.Input(a, DataType.Float, "lora_adapters", k, rank);
+        _g.Input(b, DataType.Float, "lora_adapters", rank, n);
+        // Defaults of rank 0: a run that binds no adapter adds zeros.
+        _g.Initializer<float>(a, DataType.Float, [], 1, k, 0);
+        _g.Initializer<float>(b, DataType.Float, [], 1, 0, n);
+        var node = $"/model/layers.{layer}/{projectionName.Replace('.', '/')}/lora";
+        var aRows = _g.Op("Gather", $"{node}/GatherA", [a, LoraNames.AdapterIndex], "", Attr("axis", 0L));
+        var bRows = _g.Op("Gather", $"{node}/GatherB", [b, LoraNames.AdapterIndex], "", Attr("axis", 0L));
+        var down = _g.Op("MatMul", $"{node}/MatMulA", [input, aRows]);
+        var up = _g.Op("MatMul", $"{node}/MatMulB", [down, bRows]);
+        return _g.Op("Add", $"{node}/Add", [output, up]);
     }
 
     /// <summary>A float tensor stored in the activation precision (float16 graphs store float16).</summary>

@@ -29,6 +29,13 @@ public sealed record BuildOptions
     /// </summary>
     public bool LogitsForAllPositions { get; init; }
 
+    /// <summary>
+    /// Hugging Face module names (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)
+    /// whose packed projections get adapter inputs, so LoRA adapters can be loaded at run time
+    /// (<see cref="Model.Lora.LoraNames"/>). Empty: a plain graph.
+    /// </summary>
+    public IReadOnlyList<string> LoraTargets { get; init; } = [];
+
     /// <summary>Replace an existing output folder instead of failing.</summary>
     public bool Overwrite { get; init; }
 }
@@ -78,7 +85,14 @@ public static class DecoderModelBuilder
         try
         {
             WriteGraph(config, weights, staging, options);
-            File.WriteAllText(Path.Combine(staging, ModelFolder.ConfigFileName), CreateGenaiConfig(config, options.Variant).ToJson());
+            var genaiConfig = CreateGenaiConfig(config, options.Variant);
+            if (options.LoraTargets.Count > 0)
+            {
+                // ONNX Runtime warns at load, once per adapter input, that an input with a default
+                // is not folded as a constant, which is the point of it: keep its log to errors.
+                genaiConfig.Model.Decoder.SessionOptions.LogSeverityLevel = (int)Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
+            }
+            File.WriteAllText(Path.Combine(staging, ModelFolder.ConfigFileName), genaiConfig.ToJson());
             if (tokenizerFolder is not null)
             {
                 foreach (var name in TokenizerFiles)
@@ -100,7 +114,7 @@ public static class DecoderModelBuilder
 
     // Moves the finished folder into place. An existing one is first moved aside and only deleted
     // once the new one is in place, so a failure at any point keeps one complete model.
-    private static void ReplaceFolder(string staging, string target)
+    internal static void ReplaceFolder(string staging, string target)
     {
         if (!Directory.Exists(target))
         {

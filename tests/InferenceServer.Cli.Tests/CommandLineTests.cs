@@ -61,6 +61,8 @@ public sealed class CommandLineTests
     [InlineData("serve", "--shutdown-grace-seconds", "-1")]
     [InlineData("serve", "--device", "cuda", "--model", "/nonexistent/model")]
     [InlineData("build-model", "--input", "TOKENIZER", "--random-config", "x.json", "--output", "/tmp/never")]
+    [InlineData("build-model", "--lora-input", "/nonexistent/peft")]
+    [InlineData("build-model", "--lora-input", "/nonexistent/peft", "--base", "/nonexistent/model")]
     public void Bad_input_gives_one_error_line_and_exit_code_1(params string[] arguments)
     {
         arguments = arguments.Select(a => a == "TOKENIZER" ? Tokenizer : a).ToArray();

@@ -1,9 +1,14 @@
 using System.CommandLine;
+using InferenceServer.Model.Lora;
 using InferenceServer.ModelBuilder;
+using InferenceServer.ModelBuilder.Lora;
 
 namespace InferenceServer.Commands;
 
-/// <summary>build-model: Hugging Face folder (or a config with random weights) to an ONNX model folder.</summary>
+/// <summary>
+/// build-model: Hugging Face folder (or a config with random weights) to an ONNX model folder, or a
+/// PEFT LoRA adapter to an adapter of a model folder built with adapter inputs.
+/// </summary>
 internal static class BuildModelCommand
 {
     public static Command Create()
@@ -12,7 +17,11 @@ internal static class BuildModelCommand
         var randomConfig = new Option<string?>("--random-config") { Description = "Instead of --input: a config.json whose shape gets deterministic random weights (tests, benchmarks)." };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "With --random-config: a folder whose tokenizer files are copied into the model." };
         var seed = new Option<ulong>("--seed") { Description = "With --random-config: the random seed.", DefaultValueFactory = _ => 1 };
-        var output = new Option<string>("--output", "-o") { Description = "The model folder to write.", Required = true };
+        var output = new Option<string?>("--output", "-o") { Description = "The model folder to write." };
+        var loraTargets = new Option<string?>("--lora-targets") { Description = "Give the graph adapter inputs for these modules (comma-separated q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, or all), so LoRA adapters load at run time." };
+        var loraInput = new Option<string?>("--lora-input") { Description = "Instead of --input: a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to convert for --base." };
+        var baseModel = new Option<string?>("--base") { Description = "With --lora-input: the model folder (built with --lora-targets) the adapter is written into, as adapters/NAME." };
+        var adapterName = new Option<string?>("--name") { Description = "With --lora-input: the adapter's name (default: the PEFT folder's name)." };
         var precision = new Option<string>("--precision", "-p") { Description = "fp32 (CPU default), fp16 (GPU), bf16 (GPU, paged graph only) or int4 (4-bit weights, MatMulNBits).", DefaultValueFactory = _ => "fp32" };
         precision.AcceptOnlyFromAmong("fp32", "fp16", "bf16", "int4");
         var graph = new Option<string>("--graph") { Description = "dense (GroupQueryAttention, any device; the CPU path) or paged (PagedAttention over a block pool; CUDA, fp16 or bf16).", DefaultValueFactory = _ => "dense" };
@@ -24,15 +33,26 @@ internal static class BuildModelCommand
         var command = new Command("build-model",
             "Convert a Hugging Face LlamaForCausalLM or Qwen2ForCausalLM model to an ONNX model folder the server loads.")
         {
-            input, randomConfig, tokenizer, seed, output, precision, graph, topK, blockSize, overwrite,
+            input, randomConfig, tokenizer, seed, output, precision, graph, topK, blockSize, loraTargets, loraInput, baseModel, adapterName, overwrite,
         };
         command.Validators.Add(result =>
         {
-            if ((result.GetValue(input) is null) == (result.GetValue(randomConfig) is null))
-                result.AddError("give exactly one of --input and --random-config");
+            var sources = new[] { result.GetValue(input), result.GetValue(randomConfig), result.GetValue(loraInput) }.Count(s => s is not null);
+            if (sources != 1)
+                result.AddError("give exactly one of --input, --random-config and --lora-input");
+            else if (result.GetValue(loraInput) is not null && result.GetValue(baseModel) is null)
+                result.AddError("--lora-input needs --base, the model folder to convert the adapter for");
+            else if (result.GetValue(loraInput) is null && result.GetValue(output) is null)
+                result.AddError("--output is required");
         });
         command.SetAction(parseResult => CommandErrors.Run(() =>
         {
+            if (parseResult.GetValue(loraInput) is { } peftFolder)
+            {
+                var written = LoraAdapterConverter.Convert(peftFolder, parseResult.GetValue(baseModel)!, parseResult.GetValue(adapterName), parseResult.GetValue(overwrite));
+                Console.WriteLine($"wrote adapter {written}");
+                return 0;
+            }
             var options = new BuildOptions
             {
                 Precision = parseResult.GetValue(precision) switch
@@ -46,6 +66,12 @@ internal static class BuildModelCommand
                 SamplingTopK = parseResult.GetValue(topK),
                 Int4BlockSize = parseResult.GetValue(blockSize),
                 Overwrite = parseResult.GetValue(overwrite),
+                LoraTargets = parseResult.GetValue(loraTargets) switch
+                {
+                    null => [],
+                    "all" => LoraNames.Modules,
+                    var list => list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                },
             };
             var target = parseResult.GetValue(output)!;
             var started = System.Diagnostics.Stopwatch.StartNew();
