@@ -1,9 +1,11 @@
 using System.CommandLine;
 using InferenceServer.ModelBuilder;
+using InferenceServer.ModelBuilder.Checkpoint;
+using InferenceServer.ModelBuilder.Gguf;
 
 namespace InferenceServer.Commands;
 
-/// <summary>build-model: Hugging Face folder (or a config with random weights) to an ONNX model folder.</summary>
+/// <summary>build-model: Hugging Face folder (or a config with random weights) to an ONNX model folder, a GGUF file or a Hugging Face folder.</summary>
 internal static class BuildModelCommand
 {
     public static Command Create()
@@ -12,7 +14,9 @@ internal static class BuildModelCommand
         var randomConfig = new Option<string?>("--random-config") { Description = "Instead of --input: a config.json whose shape gets deterministic random weights (tests, benchmarks)." };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "With --random-config: a folder whose tokenizer files are copied into the model." };
         var seed = new Option<ulong>("--seed") { Description = "With --random-config: the random seed.", DefaultValueFactory = _ => 1 };
-        var output = new Option<string>("--output", "-o") { Description = "The model folder to write.", Required = true };
+        var output = new Option<string>("--output", "-o") { Description = "The model folder (or, for --format gguf, the file) to write.", Required = true };
+        var format = new Option<string>("--format") { Description = "onnx (our model folder), gguf (one llama.cpp file, fp32 or fp16, LlamaForCausalLM) or hf (with --random-config: a Hugging Face folder, float32 safetensors).", DefaultValueFactory = _ => "onnx" };
+        format.AcceptOnlyFromAmong("onnx", "gguf", "hf");
         var precision = new Option<string>("--precision", "-p") { Description = "fp32 (CPU default), fp16 (GPU), bf16 (GPU, paged graph only) or int4 (4-bit weights, MatMulNBits).", DefaultValueFactory = _ => "fp32" };
         precision.AcceptOnlyFromAmong("fp32", "fp16", "bf16", "int4");
         var graph = new Option<string>("--graph") { Description = "dense (GroupQueryAttention, any device; the CPU path) or paged (PagedAttention over a block pool; CUDA, fp16 or bf16).", DefaultValueFactory = _ => "dense" };
@@ -22,14 +26,21 @@ internal static class BuildModelCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output folder if it exists." };
 
         var command = new Command("build-model",
-            "Convert a Hugging Face LlamaForCausalLM or Qwen2ForCausalLM model to an ONNX model folder the server loads.")
+            "Convert a Hugging Face LlamaForCausalLM or Qwen2ForCausalLM model to an ONNX model folder the server loads (or a Llama model to a GGUF file for llama.cpp).")
         {
-            input, randomConfig, tokenizer, seed, output, precision, graph, topK, blockSize, overwrite,
+            input, randomConfig, tokenizer, seed, output, format, precision, graph, topK, blockSize, overwrite,
         };
         command.Validators.Add(result =>
         {
             if ((result.GetValue(input) is null) == (result.GetValue(randomConfig) is null))
                 result.AddError("give exactly one of --input and --random-config");
+            var chosen = result.GetValue(format);
+            if (chosen == "hf" && result.GetValue(input) is not null)
+                result.AddError("--format hf writes random weights: use it with --random-config (a Hugging Face folder is already one)");
+            if (chosen == "gguf" && result.GetValue(precision) is "bf16" or "int4")
+                result.AddError("--format gguf writes fp32 or fp16 weights");
+            if (chosen != "onnx" && result.GetResult(graph) is { Implicit: false })
+                result.AddError("--graph applies to --format onnx only");
         });
         command.SetAction(parseResult => CommandErrors.Run(() =>
         {
@@ -49,14 +60,24 @@ internal static class BuildModelCommand
             };
             var target = parseResult.GetValue(output)!;
             var started = System.Diagnostics.Stopwatch.StartNew();
-            if (parseResult.GetValue(input) is { } hfFolder)
+            var hfFolder = parseResult.GetValue(input);
+            if (hfFolder is not null && !Directory.Exists(hfFolder))
+                throw new ModelBuildException($"{hfFolder}: no such folder");
+            var config = HfConfig.Load(hfFolder is null ? parseResult.GetValue(randomConfig)! : Path.Combine(hfFolder, "config.json"));
+            var tokenizerFolder = hfFolder ?? parseResult.GetValue(tokenizer);
+            using IWeightSource weights = hfFolder is null ? new RandomWeights(parseResult.GetValue(seed)) : new HfCheckpoint(hfFolder);
+            switch (parseResult.GetValue(format))
             {
-                DecoderModelBuilder.BuildFromHuggingFace(hfFolder, target, options);
-            }
-            else
-            {
-                var config = HfConfig.Load(parseResult.GetValue(randomConfig)!);
-                DecoderModelBuilder.BuildRandom(config, target, options, parseResult.GetValue(seed), parseResult.GetValue(tokenizer));
+                case "gguf":
+                    LlamaGgufBuilder.Build(config, weights, tokenizerFolder ?? throw new ModelBuildException("--format gguf with --random-config needs --tokenizer (the file carries the tokenizer)"),
+                        target, options.Precision, options.Overwrite);
+                    break;
+                case "hf":
+                    HfFolderWriter.Write(parseResult.GetValue(randomConfig)!, weights, target, tokenizerFolder, options.Overwrite);
+                    break;
+                default:
+                    DecoderModelBuilder.Build(config, weights, target, options, tokenizerFolder);
+                    break;
             }
             Console.WriteLine($"wrote {Path.GetFullPath(target)} ({options.Precision}) in {started.Elapsed.TotalSeconds:F1} s");
             return 0;
