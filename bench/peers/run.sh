@@ -79,12 +79,12 @@ for config in $MODELS; do
     "${PEERS[@]}" genai --model "$model/onnx" --prompts "$raw/prompts.json" --threads "$THREADS" --out "$raw/genai.json"
 done
 
-notes=$(mktemp)
-trap 'rm -f "$notes"' EXIT
+# Kept with the raw results, so `inference-peers report` can rewrite the report from them.
+notes=$OUT/raw/notes.txt
 {
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
     [[ -n "$NOTE" ]] && echo "$NOTE"
-    echo "Every engine on $THREADS compute threads and float32 weights converted from one Hugging Face folder (seed $SEED)."
+    echo "Compute threads per engine: $THREADS; float32 weights converted from one Hugging Face folder (seed $SEED)."
     echo "ours: the load generator's concurrency workload with the engine in its process (--threads $THREADS, --context-length 512)."
     echo "llama.cpp: node-llama-cpp 3.22.1 (prebuilt CPU llama.cpp) on the GGUF build-model wrote; one context with a sequence per stream, which it batches together."
     echo "onnxruntime-genai: Microsoft.ML.OnnxRuntimeGenAI 0.18.0 on our model folder; one generator per stream, each on its own thread (no batching across generators)."

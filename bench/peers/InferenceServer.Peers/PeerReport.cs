@@ -36,7 +36,7 @@ internal static class PeerReport
 
     public static void Write(string rawFolder, string outputFolder, string title, IReadOnlyList<string> notes)
     {
-        var models = Directory.GetDirectories(rawFolder).Order(StringComparer.Ordinal).Select(LoadModel).ToList();
+        var models = Directory.GetDirectories(rawFolder).Select(LoadModel).OrderBy(m => m.Parameters).ToList();
         if (models.Count == 0)
             throw new UsageException($"{rawFolder}: no model folders");
         var settings = PromptSet.Load(Path.Combine(Directory.GetDirectories(rawFolder).Order(StringComparer.Ordinal).First(), "prompts.json"));
@@ -139,7 +139,7 @@ internal static class PeerReport
     {
         var html = new StringBuilder();
         html.AppendLine(CultureInfo.InvariantCulture, $"<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>{Escape(title)}</title>");
-        html.AppendLine("<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}th:first-child,td:first-child{text-align:left}svg{margin:0 1em 1em 0}</style></head><body>");
+        html.AppendLine("<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:75em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}td:nth-child(2),th:nth-child(2){text-align:left}svg{margin:0 1em 1em 0}</style></head><body>");
         html.AppendLine(CultureInfo.InvariantCulture, $"<h1>{Escape(title)}</h1><p>Prompt {settings.PromptTokens} tokens, {settings.OutputTokens} new tokens, greedy, same prompt tokens and same weights for every engine.</p>");
         html.Append("<p>");
         for (var i = 0; i < Engines.Length; i++)
