@@ -2,8 +2,9 @@
 //
 //   node llamacpp.mjs --node-modules DIR greedy --model FILE --prompts FILE --tokens N
 //       prints one JSON line: the greedy token ids generated for each prompt, one prompt at a time
-//   node llamacpp.mjs --node-modules DIR bench --model FILE --prompts FILE --out FILE [--threads 2]
-//       runs every level of the prompts file (see prompts.json in README.md) and writes the timings
+//   node llamacpp.mjs --node-modules DIR bench --model FILE --prompts FILE --out FILE [--threads 2] [--context-length 512]
+//       runs every level of the prompts file (inference-peers prompts writes it) and writes the timings;
+//       each sequence gets a context of --context-length tokens, as the other engines do
 //
 // Tokens are passed as ids, so llama.cpp's own tokenizer plays no part: every engine gets the same
 // prompt tokens. Generation takes exactly the requested number of tokens (end-of-generation tokens
@@ -62,10 +63,12 @@ if (command === "greedy") {
     await context.dispose();
 } else {
     const outputTokens = promptsFile.outputTokens;
+    const contextSize = Number(option("--context-length", "512"));
     const levels = [];
     for (const level of promptsFile.levels) {
         const longest = Math.max(...level.streams.flat().map(p => p.length));
-        const context = await model.createContext({ contextSize: longest + outputTokens + 8, sequences: level.streams.length, threads });
+        if (longest + outputTokens > contextSize) fail(`a prompt of ${longest} tokens and ${outputTokens} new ones do not fit a context of ${contextSize}`);
+        const context = await model.createContext({ contextSize, sequences: level.streams.length, threads });
         if (levels.length === 0) {
             // Warm-up: one short request before any level is measured (the others get one too).
             const sequence = context.getSequence();

@@ -15,6 +15,8 @@ REQUESTS=${REQUESTS:-16}           # requests per stream count, spread over its 
 PROMPT_TOKENS=${PROMPT_TOKENS:-256}
 OUTPUT_TOKENS=${OUTPUT_TOKENS:-64}
 THREADS=${THREADS:-2}              # compute threads of every engine
+CONTEXT=${CONTEXT:-512}            # tokens of KV cache per sequence in every engine
+ROUNDS=${ROUNDS:-1}                # runs of every engine; the report keeps each engine's best per stream count
 SEED=${SEED:-1}                    # weights and prompts
 MACHINE=${MACHINE:-$(hostname -s)}
 OUT=${OUT:-$ROOT/bench/results/$(date -u +%Y-%m-%d)-$MACHINE-peers}
@@ -69,14 +71,28 @@ for config in $MODELS; do
     "${PEERS[@]}" prompts --tokenizer "$model/onnx" --manifest "$MANIFEST" --prompt-tokens "$PROMPT_TOKENS" --output-tokens "$OUTPUT_TOKENS" \
         --levels "$LEVELS" --requests "$REQUESTS" --seed "$SEED" --out "$raw/prompts.json"
 
-    echo "== $name: ours (the load generator, engine in its process)" >&2
-    "${LOADGEN[@]}" --target inprocess --model "$model/onnx" --workload concurrency --levels "$LEVELS" --requests "$REQUESTS" --duration 3600 \
-        --prompt-tokens "$PROMPT_TOKENS" --output-tokens "$OUTPUT_TOKENS" --seed "$SEED" --manifest "$MANIFEST" --threads "$THREADS" \
-        --context-length 512 --no-progress --out "$raw/ours" >/dev/null
-    echo "== $name: llama.cpp" >&2
-    node "$HERE/llamacpp.mjs" --node-modules "$NODE_MODULES" bench --model "$model/model.gguf" --prompts "$raw/prompts.json" --threads "$THREADS" --out "$raw/llamacpp.json"
-    echo "== $name: ONNX Runtime GenAI" >&2
-    "${PEERS[@]}" genai --model "$model/onnx" --prompts "$raw/prompts.json" --threads "$THREADS" --out "$raw/genai.json"
+    # Each round runs every engine once, in the opposite order to the round before, so no engine
+    # always meets the same part of a changing background load; the report keeps each engine's best.
+    for round in $(seq 1 "$ROUNDS"); do
+        engines=(ours llamacpp genai)
+        (( round % 2 == 0 )) && engines=(genai llamacpp ours)
+        dir=$raw/round-$round
+        mkdir -p "$dir"
+        for engine in "${engines[@]}"; do
+            echo "== $name, round $round: $engine" >&2
+            case $engine in
+            ours)  # the load generator with our engine in its process
+                "${LOADGEN[@]}" --target inprocess --model "$model/onnx" --workload concurrency --levels "$LEVELS" --requests "$REQUESTS" --duration 3600 \
+                    --prompt-tokens "$PROMPT_TOKENS" --output-tokens "$OUTPUT_TOKENS" --seed "$SEED" --manifest "$MANIFEST" --threads "$THREADS" \
+                    --context-length "$CONTEXT" --no-progress --out "$dir/ours" >/dev/null ;;
+            llamacpp)
+                node "$HERE/llamacpp.mjs" --node-modules "$NODE_MODULES" bench --model "$model/model.gguf" --prompts "$raw/prompts.json" \
+                    --threads "$THREADS" --context-length "$CONTEXT" --out "$dir/llamacpp.json" ;;
+            genai)
+                "${PEERS[@]}" genai --model "$model/onnx" --prompts "$raw/prompts.json" --threads "$THREADS" --context-length "$CONTEXT" --out "$dir/genai.json" ;;
+            esac
+        done
+    done
 done
 
 # Kept with the raw results, so `inference-peers report` can rewrite the report from them.
@@ -84,11 +100,11 @@ notes=$OUT/raw/notes.txt
 {
     echo "Machine: $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores; load average at the end $(cut -d' ' -f1-3 /proc/loadavg)."
     [[ -n "$NOTE" ]] && echo "$NOTE"
-    echo "Compute threads per engine: $THREADS; float32 weights converted from one Hugging Face folder (seed $SEED)."
-    echo "ours: the load generator's concurrency workload with the engine in its process (--threads $THREADS, --context-length 512)."
+    echo "Compute threads per engine: $THREADS; KV cache per sequence: $CONTEXT tokens; float32 weights converted from one Hugging Face folder (seed $SEED)."
+    echo "ours: the load generator's concurrency workload with the engine in its process (--threads $THREADS)."
     echo "llama.cpp: node-llama-cpp 3.22.1 (prebuilt CPU llama.cpp) on the GGUF build-model wrote; one context with a sequence per stream, which it batches together."
     echo "onnxruntime-genai: Microsoft.ML.OnnxRuntimeGenAI 0.18.0 on our model folder; one generator per stream, each on its own thread (no batching across generators)."
-    echo "Whole run: $(( $(date +%s) - started )) s. Re-run: LEVELS=$LEVELS REQUESTS=$REQUESTS PROMPT_TOKENS=$PROMPT_TOKENS OUTPUT_TOKENS=$OUTPUT_TOKENS THREADS=$THREADS SEED=$SEED bench/peers/run.sh"
+    echo "Whole run: $(( $(date +%s) - started )) s. Re-run: LEVELS=$LEVELS REQUESTS=$REQUESTS PROMPT_TOKENS=$PROMPT_TOKENS OUTPUT_TOKENS=$OUTPUT_TOKENS THREADS=$THREADS CONTEXT=$CONTEXT ROUNDS=$ROUNDS SEED=$SEED bench/peers/run.sh"
 } >"$notes"
 "${PEERS[@]}" report --raw "$OUT/raw" --out "$OUT" --title "Peers on $MACHINE: ours, llama.cpp and ONNX Runtime GenAI" --notes "$notes"
 echo "wrote $OUT" >&2

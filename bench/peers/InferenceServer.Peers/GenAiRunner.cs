@@ -12,7 +12,7 @@ namespace InferenceServer.Peers;
 /// </summary>
 internal static class GenAiRunner
 {
-    public static EngineResult Run(string modelFolder, PromptSet prompts, int threads)
+    public static EngineResult Run(string modelFolder, PromptSet prompts, int threads, int contextLength)
     {
         using var handle = new OgaHandle();
         using var config = new Config(modelFolder);
@@ -22,7 +22,7 @@ internal static class GenAiRunner
         config.Overlay(new JsonObject { ["model"] = new JsonObject { ["decoder"] = new JsonObject { ["session_options"] = sessionOptions } } }.ToJsonString());
         using var model = new Model(config);
 
-        Generate(model, prompts.Warmup, 4, null);
+        Generate(model, prompts.Warmup, 4, contextLength, null);
         var levels = new List<EngineLevel>();
         foreach (var level in prompts.Levels)
         {
@@ -34,7 +34,7 @@ internal static class GenAiRunner
                 {
                     var sent = Stopwatch.GetTimestamp();
                     var times = new double[prompts.OutputTokens];
-                    var produced = Generate(model, prompt, prompts.OutputTokens, times);
+                    var produced = Generate(model, prompt, prompts.OutputTokens, contextLength, times);
                     lock (requests)
                     {
                         requests.Add(new EngineRequest
@@ -55,12 +55,15 @@ internal static class GenAiRunner
     }
 
     // Greedy generation of exactly `count` tokens (min_length keeps an end-of-sequence token from
-    // stopping it early); times[i] is when token i was available, from the call.
-    private static int Generate(Model model, int[] prompt, int count, double[]? times)
+    // stopping it early); times[i] is when token i was available, from the call. max_length is the
+    // size of the generator's KV buffers, given like the other engines' context length.
+    private static int Generate(Model model, int[] prompt, int count, int contextLength, double[]? times)
     {
         var start = Stopwatch.GetTimestamp();
         using var parameters = new GeneratorParams(model);
-        parameters.SetSearchOption("max_length", prompt.Length + count);
+        if (prompt.Length + count > contextLength)
+            throw new UsageException($"a prompt of {prompt.Length} tokens and {count} new ones do not fit a context of {contextLength}");
+        parameters.SetSearchOption("max_length", contextLength);
         parameters.SetSearchOption("min_length", prompt.Length + count);
         parameters.SetSearchOption("do_sample", false);
         using var generator = new Generator(model, parameters);

@@ -6,7 +6,11 @@ using InferenceServer.LoadGenerator.Measurement;
 namespace InferenceServer.Peers;
 
 /// <summary>One engine at one stream count: the figures the comparison is about.</summary>
-internal sealed record EngineFigures(string Engine, int Streams, int Requests, double OutputTokensPerSecond, double TtftP50Ms, double TtftP90Ms, double ItlP50Ms);
+internal sealed record EngineFigures(string Engine, int Streams, int Requests, double OutputTokensPerSecond, double TtftP50Ms, double TtftP90Ms, double ItlP50Ms)
+{
+    /// <summary>How many rounds measured this engine at this stream count; the figures are from its best.</summary>
+    public int Rounds { get; init; } = 1;
+}
 
 /// <summary>One model of the run, every engine at every stream count.</summary>
 internal sealed record ModelFigures(string Name, long Parameters, string Config, List<EngineFigures> Figures)
@@ -22,8 +26,8 @@ internal sealed record ModelFigures(string Name, long Parameters, string Config,
 }
 
 /// <summary>
-/// Gathers the engines' raw results of a run (raw/&lt;model&gt;/: ours/report.json from the load
-/// generator, llamacpp.json, genai.json) into report.json, report.md and report.html, with every
+/// Gathers the engines' raw results of a run (raw/&lt;model&gt;/round-N/: ours/report.json from the
+/// load generator, llamacpp.json, genai.json) into report.json, report.md and report.html, with every
 /// engine's figures computed alike: TTFT and inter-token time (per request, the mean gap after the
 /// first token) as percentiles over requests, output tokens/s as all output tokens over the level's
 /// wall time.
@@ -63,17 +67,27 @@ internal static class PeerReport
 
     private static ModelFigures LoadModel(string folder)
     {
-        var figures = new List<EngineFigures>();
-        figures.AddRange(FromLoadGenerator(Path.Combine(folder, "ours", "report.json")));
-        foreach (var (file, _) in new[] { ("llamacpp.json", "llama.cpp"), ("genai.json", "onnxruntime-genai") })
-        {
-            var result = EngineResult.Load(Path.Combine(folder, file));
-            figures.AddRange(result.Levels.Select(level => Summarize(result.Engine, level)));
-        }
-        var modelInfo = Path.Combine(folder, "model.json");
-        using var doc = JsonDocument.Parse(File.ReadAllText(modelInfo));
+        // Every round's figures; per engine and stream count, the round with the most output tokens/s.
+        var rounds = Directory.GetDirectories(folder, "round-*");
+        var figures = (rounds.Length > 0 ? rounds : [folder]).SelectMany(LoadRound)
+            .GroupBy(f => (f.Engine, f.Streams))
+            .Select(g => g.MaxBy(f => f.OutputTokensPerSecond)! with { Rounds = g.Count() })
+            .ToList();
+        using var doc = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "model.json")));
         return new ModelFigures(Path.GetFileName(folder), doc.RootElement.GetProperty("parameters").GetInt64(),
             doc.RootElement.GetProperty("config").GetString() ?? "", figures);
+    }
+
+    private static IEnumerable<EngineFigures> LoadRound(string folder)
+    {
+        foreach (var figure in FromLoadGenerator(Path.Combine(folder, "ours", "report.json")))
+            yield return figure;
+        foreach (var file in new[] { "llamacpp.json", "genai.json" })
+        {
+            var result = EngineResult.Load(Path.Combine(folder, file));
+            foreach (var level in result.Levels)
+                yield return Summarize(result.Engine, level);
+        }
     }
 
     private static EngineFigures Summarize(string engine, EngineLevel level)
@@ -107,7 +121,8 @@ internal static class PeerReport
         var md = new StringBuilder();
         md.AppendLine(CultureInfo.InvariantCulture, $"# {title}").AppendLine();
         md.AppendLine(CultureInfo.InvariantCulture, $"Prompt {settings.PromptTokens} tokens, {settings.OutputTokens} new tokens, greedy; {settings.Levels[0].Streams.Sum(s => s.Length)} requests per stream count, sent by that many streams in a closed loop. ");
-        md.AppendLine("Output tokens/s: all output tokens of a stream count over its wall time. ITL: per request, the mean gap between tokens after the first; p50 over requests.").AppendLine();
+        md.AppendLine("Output tokens/s: all output tokens of a stream count over its wall time. ITL: per request, the mean gap between tokens after the first; p50 over requests. ");
+        md.AppendLine(CultureInfo.InvariantCulture, $"Each engine ran {models.Max(m => m.Figures.Max(f => f.Rounds))} time(s), in alternating order; each row is its run with the most output tokens/s.").AppendLine();
         md.AppendLine("| model | streams | engine | output tok/s | ITL p50 | TTFT p50 | TTFT p90 |");
         md.AppendLine("|---|---:|---|---:|---:|---:|---:|");
         foreach (var model in models)

@@ -6,7 +6,7 @@ using InferenceServer.Peers;
 const string Usage = """
     usage:
       inference-peers prompts --tokenizer DIR --manifest FILE --prompt-tokens N --output-tokens N --levels 1,4,16 --requests N --seed N --out FILE
-      inference-peers genai --model DIR --prompts FILE --threads N --out FILE
+      inference-peers genai --model DIR --prompts FILE --threads N [--context-length 512] --out FILE
       inference-peers report --raw DIR --out DIR --title TEXT [--notes FILE]
     """;
 try
@@ -24,7 +24,7 @@ try
             File.WriteAllText(options.Text("--out"), JsonSerializer.Serialize(set, PromptSet.Json));
             break;
         case "genai":
-            var result = GenAiRunner.Run(options.Text("--model"), PromptSet.Load(options.Text("--prompts")), options.Int("--threads", 2));
+            var result = GenAiRunner.Run(options.Text("--model"), PromptSet.Load(options.Text("--prompts")), options.Int("--threads", 2), options.Int("--context-length", 512));
             File.WriteAllText(options.Text("--out"), JsonSerializer.Serialize(result, PromptSet.Json));
             break;
         case "report":
