@@ -75,14 +75,7 @@ public static class DecoderModelBuilder
     /// <summary>A model from any weight source (Hugging Face names and layout).</summary>
     public static void Build(HfConfig config, IWeightSource weights, string outputFolder, BuildOptions options, string? tokenizerFolder)
     {
-        var target = Path.GetFullPath(outputFolder);
-        if (Directory.Exists(target) && !options.Overwrite)
-            throw new ModelBuildException($"{target} already exists (pass overwrite to replace it)");
-        var parent = Path.GetDirectoryName(target) ?? throw new ModelBuildException($"{target}: no parent folder");
-        Directory.CreateDirectory(parent);
-        var staging = Path.Combine(parent, $".{Path.GetFileName(target)}.partial-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(staging);
-        try
+        StagedFolder.Write(outputFolder, options.Overwrite, staging =>
         {
             WriteGraph(config, weights, staging, options);
             var genaiConfig = CreateGenaiConfig(config, options.Variant);
@@ -93,46 +86,21 @@ public static class DecoderModelBuilder
                 genaiConfig.Model.Decoder.SessionOptions.LogSeverityLevel = (int)Microsoft.ML.OnnxRuntime.OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR;
             }
             File.WriteAllText(Path.Combine(staging, ModelFolder.ConfigFileName), genaiConfig.ToJson());
-            if (tokenizerFolder is not null)
-            {
-                foreach (var name in TokenizerFiles)
-                {
-                    var source = Path.Combine(tokenizerFolder, name);
-                    if (File.Exists(source))
-                        File.Copy(source, Path.Combine(staging, name));
-                }
-            }
-            ReplaceFolder(staging, target);
-        }
-        catch
-        {
-            if (Directory.Exists(staging))
-                Directory.Delete(staging, recursive: true);
-            throw;
-        }
+            CopyTokenizerFiles(tokenizerFolder, staging);
+        });
     }
 
-    // Moves the finished folder into place. An existing one is first moved aside and only deleted
-    // once the new one is in place, so a failure at any point keeps one complete model.
-    internal static void ReplaceFolder(string staging, string target)
+    /// <summary>Copies the tokenizer files a folder has (tokenizer.json and its companions) into another.</summary>
+    internal static void CopyTokenizerFiles(string? tokenizerFolder, string destination)
     {
-        if (!Directory.Exists(target))
-        {
-            Directory.Move(staging, target);
+        if (tokenizerFolder is null)
             return;
-        }
-        var previous = $"{staging}.previous";
-        Directory.Move(target, previous);
-        try
+        foreach (var name in TokenizerFiles)
         {
-            Directory.Move(staging, target);
+            var source = Path.Combine(tokenizerFolder, name);
+            if (File.Exists(source))
+                File.Copy(source, Path.Combine(destination, name));
         }
-        catch
-        {
-            Directory.Move(previous, target);
-            throw;
-        }
-        Directory.Delete(previous, recursive: true);
     }
 
     private static void WriteGraph(HfConfig config, IWeightSource weights, string folder, BuildOptions options)

@@ -63,6 +63,9 @@ public sealed class CommandLineTests
     [InlineData("build-model", "--input", "TOKENIZER", "--random-config", "x.json", "--output", "/tmp/never")]
     [InlineData("build-model", "--lora-input", "/nonexistent/peft")]
     [InlineData("build-model", "--lora-input", "/nonexistent/peft", "--base", "/nonexistent/model")]
+    [InlineData("build-model", "--input", "TOKENIZER", "--format", "hf", "--output", "/tmp/never")]
+    [InlineData("build-model", "--input", "TOKENIZER", "--format", "gguf", "--precision", "int4", "--output", "/tmp/never.gguf")]
+    [InlineData("build-model", "--input", "/nonexistent/hf", "--format", "gguf", "--output", "/tmp/never.gguf")]
     public void Bad_input_gives_one_error_line_and_exit_code_1(params string[] arguments)
     {
         arguments = arguments.Select(a => a == "TOKENIZER" ? Tokenizer : a).ToArray();

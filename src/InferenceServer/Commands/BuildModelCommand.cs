@@ -1,13 +1,16 @@
 using System.CommandLine;
 using InferenceServer.Model.Lora;
 using InferenceServer.ModelBuilder;
+using InferenceServer.ModelBuilder.Checkpoint;
+using InferenceServer.ModelBuilder.Gguf;
 using InferenceServer.ModelBuilder.Lora;
 
 namespace InferenceServer.Commands;
 
 /// <summary>
-/// build-model: Hugging Face folder (or a config with random weights) to an ONNX model folder, or a
-/// PEFT LoRA adapter to an adapter of a model folder built with adapter inputs.
+/// build-model: Hugging Face folder (or a config with random weights) to an ONNX model folder, a
+/// GGUF file or a Hugging Face folder; or a PEFT LoRA adapter to an adapter of a model folder built
+/// with adapter inputs.
 /// </summary>
 internal static class BuildModelCommand
 {
@@ -17,7 +20,9 @@ internal static class BuildModelCommand
         var randomConfig = new Option<string?>("--random-config") { Description = "Instead of --input: a config.json whose shape gets deterministic random weights (tests, benchmarks)." };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "With --random-config: a folder whose tokenizer files are copied into the model." };
         var seed = new Option<ulong>("--seed") { Description = "With --random-config: the random seed.", DefaultValueFactory = _ => 1 };
-        var output = new Option<string?>("--output", "-o") { Description = "The model folder to write." };
+        var output = new Option<string?>("--output", "-o") { Description = "The model folder (or, for --format gguf, the file) to write." };
+        var format = new Option<string>("--format") { Description = "onnx (our model folder), gguf (one llama.cpp file, fp32 or fp16, LlamaForCausalLM) or hf (with --random-config: a Hugging Face folder, float32 safetensors).", DefaultValueFactory = _ => "onnx" };
+        format.AcceptOnlyFromAmong("onnx", "gguf", "hf");
         var loraTargets = new Option<string?>("--lora-targets") { Description = "Give the graph adapter inputs for these modules (comma-separated q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj, or all), so LoRA adapters load at run time." };
         var loraInput = new Option<string?>("--lora-input") { Description = "Instead of --input: a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to convert for --base." };
         var baseModel = new Option<string?>("--base") { Description = "With --lora-input: the model folder (built with --lora-targets) the adapter is written into, as adapters/NAME." };
@@ -31,19 +36,35 @@ internal static class BuildModelCommand
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output folder if it exists." };
 
         var command = new Command("build-model",
-            "Convert a Hugging Face LlamaForCausalLM or Qwen2ForCausalLM model to an ONNX model folder the server loads.")
+            "Convert a Hugging Face LlamaForCausalLM or Qwen2ForCausalLM model to an ONNX model folder the server loads (or a Llama model to a GGUF file for llama.cpp).")
         {
-            input, randomConfig, tokenizer, seed, output, precision, graph, topK, blockSize, loraTargets, loraInput, baseModel, adapterName, overwrite,
+            input, randomConfig, tokenizer, seed, output, format, precision, graph, topK, blockSize, loraTargets, loraInput, baseModel, adapterName, overwrite,
         };
         command.Validators.Add(result =>
         {
             var sources = new[] { result.GetValue(input), result.GetValue(randomConfig), result.GetValue(loraInput) }.Count(s => s is not null);
             if (sources != 1)
+            {
                 result.AddError("give exactly one of --input, --random-config and --lora-input");
-            else if (result.GetValue(loraInput) is not null && result.GetValue(baseModel) is null)
-                result.AddError("--lora-input needs --base, the model folder to convert the adapter for");
-            else if (result.GetValue(loraInput) is null && result.GetValue(output) is null)
+                return;
+            }
+            if (result.GetValue(loraInput) is not null)
+            {
+                if (result.GetValue(baseModel) is null)
+                    result.AddError("--lora-input needs --base, the model folder to convert the adapter for");
+                return;
+            }
+            if (result.GetValue(output) is null)
                 result.AddError("--output is required");
+            var chosen = result.GetValue(format);
+            if (chosen == "hf" && result.GetValue(input) is not null)
+                result.AddError("--format hf writes random weights: use it with --random-config (a Hugging Face folder is already one)");
+            if (chosen == "gguf" && result.GetValue(precision) is "bf16" or "int4")
+                result.AddError("--format gguf writes fp32 or fp16 weights");
+            if (chosen != "onnx" && result.GetResult(graph) is { Implicit: false })
+                result.AddError("--graph applies to --format onnx only");
+            if (chosen != "onnx" && result.GetValue(loraTargets) is not null)
+                result.AddError("--lora-targets applies to --format onnx only");
         });
         command.SetAction(parseResult => CommandErrors.Run(() =>
         {
@@ -75,14 +96,24 @@ internal static class BuildModelCommand
             };
             var target = parseResult.GetValue(output)!;
             var started = System.Diagnostics.Stopwatch.StartNew();
-            if (parseResult.GetValue(input) is { } hfFolder)
+            var hfFolder = parseResult.GetValue(input);
+            if (hfFolder is not null && !Directory.Exists(hfFolder))
+                throw new ModelBuildException($"{hfFolder}: no such folder");
+            var config = HfConfig.Load(hfFolder is null ? parseResult.GetValue(randomConfig)! : Path.Combine(hfFolder, "config.json"));
+            var tokenizerFolder = hfFolder ?? parseResult.GetValue(tokenizer);
+            using IWeightSource weights = hfFolder is null ? new RandomWeights(parseResult.GetValue(seed)) : new HfCheckpoint(hfFolder);
+            switch (parseResult.GetValue(format))
             {
-                DecoderModelBuilder.BuildFromHuggingFace(hfFolder, target, options);
-            }
-            else
-            {
-                var config = HfConfig.Load(parseResult.GetValue(randomConfig)!);
-                DecoderModelBuilder.BuildRandom(config, target, options, parseResult.GetValue(seed), parseResult.GetValue(tokenizer));
+                case "gguf":
+                    LlamaGgufBuilder.Build(config, weights, tokenizerFolder ?? throw new ModelBuildException("--format gguf with --random-config needs --tokenizer (the file carries the tokenizer)"),
+                        target, options.Precision, options.Overwrite);
+                    break;
+                case "hf":
+                    HfFolderWriter.Write(parseResult.GetValue(randomConfig)!, weights, target, tokenizerFolder, options.Overwrite);
+                    break;
+                default:
+                    DecoderModelBuilder.Build(config, weights, target, options, tokenizerFolder);
+                    break;
             }
             Console.WriteLine($"wrote {Path.GetFullPath(target)} ({options.Precision}) in {started.Elapsed.TotalSeconds:F1} s");
             return 0;

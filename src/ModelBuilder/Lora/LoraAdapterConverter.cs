@@ -30,21 +30,11 @@ public static partial class LoraAdapterConverter
         using var adapter = PeftAdapter.Load(peftFolder);
         var tensors = Tensors(adapter, model);
 
-        Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-        var staging = Path.Combine(Path.GetDirectoryName(target)!, $".{name}.partial-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(staging);
-        try
+        StagedFolder.Write(target, overwrite, staging =>
         {
             OnnxAdapterFile.Write(Path.Combine(staging, LoraNames.WeightsFileName), tensors);
             File.WriteAllText(Path.Combine(staging, LoraNames.ConfigFileName), Describe(adapter, name));
-            DecoderModelBuilder.ReplaceFolder(staging, target);
-        }
-        catch
-        {
-            if (Directory.Exists(staging))
-                Directory.Delete(staging, recursive: true);
-            throw;
-        }
+        });
         return target;
     }
 
