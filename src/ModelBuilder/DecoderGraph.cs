@@ -38,9 +38,13 @@ public enum GraphVariant
 ///
 /// Dense:
 /// inputs input_ids [batch, sequence], attention_mask [batch, total] and per layer
-/// past_key_values.N.key/value [batch, kv_heads, past, head_dim]; outputs logits
-/// [batch, 1, vocab] (the last position of each row only) and present.N.key/value, which the
-/// runner binds to the same buffers as the past.
+/// past_key_values.N.key/value [batch, kv_heads, past, head_dim], and logits_to_keep, an int64
+/// scalar with a default of 1 (an initializer of the same name) that callers may leave unbound;
+/// outputs logits [batch, logits_to_keep, vocab] (the last logits_to_keep real positions of each
+/// row, oldest first: only those reach the vocabulary projection) and present.N.key/value, which
+/// the runner binds to the same buffers as the past. Several positions are for checking drafted
+/// tokens in one step; a row with fewer new tokens than logits_to_keep repeats its first position
+/// in the places before it.
 ///
 /// Paged (<see cref="GraphVariant.Paged"/>): the new tokens of all sequences packed on one
 /// axis, input_ids [num_tokens]; cumulative_sequence_length [batch + 1] and past_seqlens [batch]
@@ -64,6 +68,7 @@ public sealed class DecoderGraph
     public const string InputIds = "input_ids";
     public const string AttentionMask = "attention_mask";
     public const string Logits = "logits";
+    public const string LogitsToKeep = DecoderRunner.LogitsToKeepInput;
     public const string PastKeyPattern = "past_key_values.%d.key";
     public const string PastValuePattern = "past_key_values.%d.value";
     public const string PresentKeyPattern = "present.%d.key";
@@ -197,10 +202,7 @@ public sealed class DecoderGraph
             }
             else
             {
-                var rowShape = _allPositions
-                    ? _g.Op("Concat", "/lm_head/logits_shape", [_g.Op("Slice", "/lm_head/batch_and_sequence", [_g.Op("Shape", "/lm_head/hidden_shape", [last]), _g.Int64Constant("const/zero1", 0), _g.Int64Constant("const/two1", 2)]), _g.Int64Constant("const/vocab1", _c.VocabSize)], "", Attr("axis", 0L))
-                    : _g.Int64Constant("const/logits_shape", -1, 1, _c.VocabSize);
-                logits = _g.Op("Reshape", "/lm_head/unflatten", [product, rowShape]);
+                logits = _g.Op("Reshape", "/lm_head/unflatten", [product, LogitsShape(_g, last, _c.VocabSize)]);
             }
         }
         else
@@ -230,9 +232,15 @@ public sealed class DecoderGraph
             _g.Input(LayerNames.For(PastValuePattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
         }
         if (_allPositions)
+        {
             _g.Output(Logits, DataType.Float, "batch_size", "sequence_length", _c.VocabSize);
+        }
         else
-            _g.Output(Logits, DataType.Float, "batch_size", 1, _c.VocabSize);
+        {
+            _g.Input(LogitsToKeep, DataType.Int64);
+            _g.Int64Scalar(LogitsToKeep, 1);
+            _g.Output(Logits, DataType.Float, "batch_size", KeptPositions, _c.VocabSize);
+        }
         for (var i = 0; i < _c.NumHiddenLayers; i++)
         {
             _g.Output(LayerNames.For(PresentKeyPattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
@@ -240,8 +248,8 @@ public sealed class DecoderGraph
         }
 
         // What GroupQueryAttention needs from the mask: each row's total length - 1 and the mask
-        // width. The last real position of a row in this step is min(length - 1, sequence - 1):
-        // the row's own last token when rows are right-padded fresh prompts, the last column otherwise.
+        // width. The last real position of a row in this step is min(length, sequence) - 1: the
+        // row's own last token when rows are right-padded fresh prompts, the last column otherwise.
         var axis1 = _g.Int64Constant("const/axis1", 1);
         var maskSum = _g.Op("ReduceSum", "/mask/reduce_sum", [AttentionMask, axis1], "", Attr("keepdims", 0L));
         var lastIndexInTotal = _g.Op("Sub", "/mask/seqlens_k_int64", [maskSum, one]);
@@ -254,19 +262,47 @@ public sealed class DecoderGraph
             3, MicrosoftDomain,
             [Attr("num_heads", (long)_c.NumAttentionHeads), Attr("kv_num_heads", (long)kvHeads), Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L), Attr("local_window_size", -1L)],
             [$"{name}/GroupQueryAttention/output_0", LayerNames.For(PresentKeyPattern, layer), LayerNames.For(PresentValuePattern, layer)])[0];
-        return (attend, normed => _allPositions ? normed : LastPositionOfEachRow(normed, one, lastIndexInTotal));
+        return (attend, normed =>
+        {
+            if (_allPositions)
+                return normed;
+            var sequenceLength = _g.Op("Gather", "/ids/sequence_length", [_g.Op("Shape", "/ids/shape", [InputIds]), one], "", Attr("axis", 0L));
+            return LastPositionsOfEachRow(_g, normed, maskSum, sequenceLength, one, _c.HiddenSize);
+        });
     }
 
-    // The dense graph's last real position of each row: GatherElements along the sequence axis.
-    private string LastPositionOfEachRow(string normed, string one, string lastIndexInTotal)
+    /// <summary>The logits dimension that <see cref="LogitsToKeep"/> sets.</summary>
+    internal const string KeptPositions = "kept_positions";
+
+    /// <summary>Name of the node that gathers the kept positions' hidden states; the vocabulary projection reads its output.</summary>
+    internal const string KeptHiddenNode = "/logits/last_hidden";
+
+    /// <summary>
+    /// The dense graph's last <see cref="LogitsToKeep"/> real positions of each row, oldest first:
+    /// GatherElements along the sequence axis at min(length, sequence) - keep + [0, keep), clamped
+    /// at 0. With keep = 1 this is the row's last real position, as graphs without the input had.
+    /// </summary>
+    internal static string LastPositionsOfEachRow(GraphBuilder g, string normed, string maskSum, string sequenceLength, string one, int hiddenSize)
     {
-        var sequenceLength = _g.Op("Gather", "/ids/sequence_length", [_g.Op("Shape", "/ids/shape", [InputIds]), one], "", Attr("axis", 0L));
-        var lastColumn = _g.Op("Sub", "/ids/last_column", [sequenceLength, one]);
-        var lastPosition = _g.Op("Min", "/logits/last_position", [lastIndexInTotal, lastColumn]);
-        var index = _g.Op("Unsqueeze", "/logits/index", [lastPosition, _g.Int64Constant("const/axes12", 1, 2)]);
-        var expanded = _g.Op("Expand", "/logits/index_expanded", [index, _g.Int64Constant("const/hidden_shape", 1, 1, _c.HiddenSize)]);
-        return _g.Op("GatherElements", "/logits/last_hidden", [normed, expanded], "", Attr("axis", 1L));
+        var zero = g.Int64Scalar("const/zero", 0);
+        var end = g.Op("Min", "/logits/end", [maskSum, sequenceLength]);
+        var first = g.Op("Sub", "/logits/first_kept", [end, LogitsToKeep]);
+        var offsets = g.Op("Range", "/logits/offsets", [zero, LogitsToKeep, one]);
+        var positions = g.Op("Add", "/logits/positions", [g.Op("Unsqueeze", "/logits/first_kept_column", [first, g.Int64Constant("const/axes1", 1)]), offsets]);
+        var clamped = g.Op("Max", "/logits/positions_clamped", [positions, zero]);
+        var index = g.Op("Unsqueeze", "/logits/index", [clamped, g.Int64Constant("const/axes2", 2)]);
+        var expanded = g.Op("Expand", "/logits/index_expanded", [index, g.Int64Constant("const/hidden_shape", 1, 1, hiddenSize)]);
+        return g.Op("GatherElements", KeptHiddenNode, [normed, expanded], "", Attr("axis", 1L));
     }
+
+    /// <summary>
+    /// [batch, positions, vocab] for the tied projection's flat product, from the hidden states it
+    /// projected: the positions are the whole sequence or the kept ones.
+    /// </summary>
+    internal static string LogitsShape(GraphBuilder g, string hidden, int vocabSize) =>
+        g.Op("Concat", "/lm_head/logits_shape",
+            [g.Op("Slice", "/lm_head/batch_and_sequence", [g.Op("Shape", "/lm_head/hidden_shape", [hidden]), g.Int64Constant("const/zero1", 0), g.Int64Constant("const/two1", 2)]),
+             g.Int64Constant("const/vocab1", vocabSize)], "", Attr("axis", 0L));
 
     // Paged contract: packed tokens, sequence boundaries, block tables and the per-layer pools;
     // returns the PagedAttention writer and the selection of each sequence's last token.

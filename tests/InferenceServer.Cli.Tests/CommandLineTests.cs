@@ -61,6 +61,9 @@ public sealed class CommandLineTests
     [InlineData("serve", "--shutdown-grace-seconds", "-1")]
     [InlineData("serve", "--device", "cuda", "--model", "/nonexistent/model")]
     [InlineData("build-model", "--input", "TOKENIZER", "--random-config", "x.json", "--output", "/tmp/never")]
+    [InlineData("build-model", "--random-config", "x.json")]
+    [InlineData("build-model", "--upgrade-graph", "/nonexistent/model")]
+    [InlineData("build-model", "--upgrade-graph", "/tmp", "--output", "/tmp/never")]
     public void Bad_input_gives_one_error_line_and_exit_code_1(params string[] arguments)
     {
         arguments = arguments.Select(a => a == "TOKENIZER" ? Tokenizer : a).ToArray();
