@@ -43,8 +43,7 @@ public enum GraphVariant
 /// outputs logits [batch, logits_to_keep, vocab] (the last logits_to_keep real positions of each
 /// row, oldest first: only those reach the vocabulary projection) and present.N.key/value, which
 /// the runner binds to the same buffers as the past. Several positions are for checking drafted
-/// tokens in one step; a row with fewer new tokens than logits_to_keep repeats its first position
-/// in the places before it.
+/// tokens in one step; a row should ask for no more positions than it has new tokens.
 ///
 /// Paged (<see cref="GraphVariant.Paged"/>): the new tokens of all sequences packed on one
 /// axis, input_ids [num_tokens]; cumulative_sequence_length [batch + 1] and past_seqlens [batch]
@@ -267,7 +266,7 @@ public sealed class DecoderGraph
             if (_allPositions)
                 return normed;
             var sequenceLength = _g.Op("Gather", "/ids/sequence_length", [_g.Op("Shape", "/ids/shape", [InputIds]), one], "", Attr("axis", 0L));
-            return LastPositionsOfEachRow(_g, normed, maskSum, sequenceLength, one, _c.HiddenSize);
+            return LastPositionsOfEachRow(_g, normed, maskSum, sequenceLength);
         });
     }
 
@@ -278,21 +277,19 @@ public sealed class DecoderGraph
     internal const string KeptHiddenNode = "/logits/last_hidden";
 
     /// <summary>
-    /// The dense graph's last <see cref="LogitsToKeep"/> real positions of each row, oldest first:
-    /// GatherElements along the sequence axis at min(length, sequence) - keep + [0, keep), clamped
-    /// at 0. With keep = 1 this is the row's last real position, as graphs without the input had.
+    /// The dense graph's last <see cref="LogitsToKeep"/> (N) real positions of each row, oldest
+    /// first: GatherND (one batch dimension) at min(length, sequence) - [N, N - 1, ..., 1]. With
+    /// N = 1 that is the row's last real position, as graphs without the input had, for one node
+    /// more than they took. A row with fewer new tokens than N gets undefined rows in the places
+    /// before its first (a negative index counts from the end, or fails past -sequence).
     /// </summary>
-    internal static string LastPositionsOfEachRow(GraphBuilder g, string normed, string maskSum, string sequenceLength, string one, int hiddenSize)
+    internal static string LastPositionsOfEachRow(GraphBuilder g, string normed, string maskSum, string sequenceLength)
     {
-        var zero = g.Int64Scalar("const/zero", 0);
         var end = g.Op("Min", "/logits/end", [maskSum, sequenceLength]);
-        var first = g.Op("Sub", "/logits/first_kept", [end, LogitsToKeep]);
-        var offsets = g.Op("Range", "/logits/offsets", [zero, LogitsToKeep, one]);
-        var positions = g.Op("Add", "/logits/positions", [g.Op("Unsqueeze", "/logits/first_kept_column", [first, g.Int64Constant("const/axes1", 1)]), offsets]);
-        var clamped = g.Op("Max", "/logits/positions_clamped", [positions, zero]);
-        var index = g.Op("Unsqueeze", "/logits/index", [clamped, g.Int64Constant("const/axes2", 2)]);
-        var expanded = g.Op("Expand", "/logits/index_expanded", [index, g.Int64Constant("const/hidden_shape", 1, 1, hiddenSize)]);
-        return g.Op("GatherElements", KeptHiddenNode, [normed, expanded], "", Attr("axis", 1L));
+        var back = g.Op("Range", "/logits/back", [LogitsToKeep, g.Int64Scalar("const/zero", 0), g.Int64Scalar("const/minus_one", -1)]);
+        var positions = g.Op("Sub", "/logits/positions", [g.Op("Unsqueeze", "/logits/end_column", [end, g.Int64Constant("const/axes1", 1)]), back]);
+        var index = g.Op("Unsqueeze", "/logits/index", [positions, g.Int64Constant("const/axes2", 2)]);
+        return g.Op("GatherND", KeptHiddenNode, [normed, index], "", Attr("batch_dims", 1L));
     }
 
     /// <summary>

@@ -58,7 +58,7 @@ public static class GraphUpgrade
         {
             throw new ModelBuildException($"{path}: not an ONNX model ({e.Message})", e);
         }
-        if (!Upgrade(proto.Graph, model.Config.Model.Decoder.HiddenSize, model.Config.Model.VocabSize, path))
+        if (!Upgrade(proto.Graph, model.Config.Model.VocabSize, path))
             return GraphUpgradeResult.AlreadyCurrent;
 
         var staging = $"{path}.partial-{Guid.NewGuid():N}";
@@ -78,7 +78,7 @@ public static class GraphUpgrade
     }
 
     /// <summary>Rewrites the graph in memory; false when it already has the input.</summary>
-    internal static bool Upgrade(GraphProto graph, int hiddenSize, int vocabSize, string path)
+    internal static bool Upgrade(GraphProto graph, int vocabSize, string path)
     {
         if (graph.Input.Any(i => i.Name == DecoderGraph.LogitsToKeep))
             return false;
@@ -104,11 +104,10 @@ public static class GraphUpgrade
         }
 
         // The new selection, where the old one was, over the same hidden states and into the same
-        // value the vocabulary projection reads.
+        // value the vocabulary projection reads (the node keeps its name, its operator changes).
         var builder = new GraphBuilder(graph);
         var firstNew = graph.Node.Count;
-        var output = DecoderGraph.LastPositionsOfEachRow(builder, normed, Need(graph, "/mask/reduce_sum", path), Need(graph, "/ids/sequence_length", path),
-            "const/one", hiddenSize);
+        var output = DecoderGraph.LastPositionsOfEachRow(builder, normed, Need(graph, "/mask/reduce_sum", path), Need(graph, "/ids/sequence_length", path));
         if (output != kept)
             throw new InvalidOperationException($"the kept positions came out as {output}, not {kept}");
         MoveNodes(graph, firstNew, insertAt);

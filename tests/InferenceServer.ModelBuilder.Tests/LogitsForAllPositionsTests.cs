@@ -39,8 +39,8 @@ public sealed class LogitsForAllPositionsTests : IDisposable
         Assert.Equal(["batch_size", "kept_positions", "320"], OnnxTestModel.Dims(OnnxTestModel.Load(last).Graph.Output[0]));
         Assert.DoesNotContain(OnnxTestModel.Load(all).Graph.Input, i => i.Name == "logits_to_keep");
         // Nothing is gathered before the vocabulary projection.
-        Assert.Empty(OnnxTestModel.Load(all).Nodes("GatherElements"));
-        Assert.Single(OnnxTestModel.Load(last).Nodes("GatherElements"));
+        Assert.Empty(OnnxTestModel.Load(all).Nodes("GatherND"));
+        Assert.Single(OnnxTestModel.Load(last).Nodes("GatherND"));
     }
 
     [Theory]
