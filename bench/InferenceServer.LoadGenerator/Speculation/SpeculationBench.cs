@@ -70,38 +70,39 @@ public static class SpeculationBench
             decoder.Speculative(fitting[0], k, warmUp, new DraftCounts(k));
         }
 
+        // Prompt after prompt, plain decoding and then each draft length, so that a machine whose
+        // load drifts slows them alike.
         var plainTime = TimeSpan.Zero;
         var plainTokens = 0;
-        var outputs = new List<int[]>();
-        foreach (var prompt in fitting)
+        var runs = settings.Drafts.Select(k => new DraftRun(k, new DraftCounts(k), new PromptLookupDrafter(settings.MaxNgram, settings.MinNgram, runner.Capacity))).ToList();
+        try
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            var (tokens, time) = decoder.Plain(prompt);
-            outputs.Add(tokens);
-            plainTime += time;
-            plainTokens += tokens.Length;
-        }
-        progress.WriteLine($"plain greedy: {plainTokens} tokens in {plainTime.TotalMilliseconds:F0} ms of decode steps");
-
-        var results = new List<(int K, DraftCounts Counts, TimeSpan Time, int Identical)>();
-        foreach (var k in settings.Drafts)
-        {
-            var counts = new DraftCounts(k);
-            var time = TimeSpan.Zero;
-            var identical = 0;
-            using var drafter = new PromptLookupDrafter(settings.MaxNgram, settings.MinNgram, runner.Capacity);
-            for (var i = 0; i < fitting.Count; i++)
+            foreach (var prompt in fitting)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                drafter.Reset();
-                var (tokens, elapsed) = decoder.Speculative(fitting[i], k, drafter, counts);
-                time += elapsed;
-                if (tokens.AsSpan().SequenceEqual(outputs[i]))
-                    identical++;
+                var (plain, time) = decoder.Plain(prompt);
+                plainTime += time;
+                plainTokens += plain.Length;
+                foreach (var run in runs)
+                {
+                    run.Drafter.Reset();
+                    var (tokens, elapsed) = decoder.Speculative(prompt, run.K, run.Drafter, run.Counts);
+                    run.Time += elapsed;
+                    run.Ratios.Add((time.TotalSeconds / plain.Length) / (elapsed.TotalSeconds / tokens.Length));
+                    if (tokens.AsSpan().SequenceEqual(plain))
+                        run.Identical++;
+                }
             }
-            results.Add((k, counts, time, identical));
-            progress.WriteLine($"k = {k}: {counts.Tokens} tokens in {time.TotalMilliseconds:F0} ms, acceptance {counts.AcceptanceRate:P1}");
         }
+        finally
+        {
+            foreach (var run in runs)
+                run.Drafter.Dispose();
+        }
+        progress.WriteLine($"plain greedy: {plainTokens} tokens in {plainTime.TotalMilliseconds:F0} ms of decode steps");
+        foreach (var run in runs)
+            progress.WriteLine($"k = {run.K}: {run.Counts.Tokens} tokens in {run.Time.TotalMilliseconds:F0} ms, acceptance {run.Counts.AcceptanceRate:P1}");
+        var results = runs.Select(r => (r.K, r.Counts, r.Time, r.Identical, Median(r.Ratios))).ToList();
 
         var costs = StepCosts(runner, fitting[fitting.Count / 2], maxDrafts + 1, settings.CostRounds);
         double? baselineCost = null, decodeCost = null;
@@ -110,7 +111,7 @@ public static class SpeculationBench
             using var other = new DecoderRunner(ModelFolder.Load(baseline), new RunnerOptions { MaxBatch = 1, IntraOpThreads = settings.Threads });
             (decodeCost, baselineCost) = CompareDecodeSteps(runner, other, fitting[fitting.Count / 2], settings.CostRounds * 4);
         }
-        return Render(settings, folder.Path, fitting, plainTokens, plainTime, results, costs, (decodeCost, baselineCost));
+        return Render(settings, settings.Model, fitting, plainTokens, plainTime, results, costs, (decodeCost, baselineCost));
     }
 
     private static List<int[]> BuildPrompts(SpeculationSettings settings, TextWriter progress)
@@ -148,6 +149,15 @@ public static class SpeculationBench
         {
             served.DisposeAsync().AsTask().GetAwaiter().GetResult();
         }
+    }
+
+    private sealed record DraftRun(int K, DraftCounts Counts, PromptLookupDrafter Drafter)
+    {
+        /// <summary>Per prompt: plain decoding's time per token over this run's.</summary>
+        public List<double> Ratios { get; } = [];
+
+        public TimeSpan Time { get; set; }
+        public int Identical { get; set; }
     }
 
     /// <summary>Per draft length: how many verification steps drafted that many tokens, and what they accepted.</summary>
@@ -284,7 +294,7 @@ public static class SpeculationBench
     }
 
     private static string Render(SpeculationSettings settings, string modelPath, List<int[]> prompts, int plainTokens, TimeSpan plainTime,
-        List<(int K, DraftCounts Counts, TimeSpan Time, int Identical)> results, double[] costs, (double? Ours, double? Baseline) decodeSteps)
+        List<(int K, DraftCounts Counts, TimeSpan Time, int Identical, double MedianRatio)> results, double[] costs, (double? Ours, double? Baseline) decodeSteps)
     {
         var text = new StringBuilder();
         var c = CultureInfo.InvariantCulture;
@@ -294,9 +304,9 @@ public static class SpeculationBench
         text.AppendLine();
         text.AppendLine(c, $"Plain greedy decoding: {plainTokens} tokens, {plainTokens / plainTime.TotalSeconds:F0} tokens/s over the decode steps.");
         text.AppendLine();
-        text.AppendLine("| k | steps with a draft | drafted | acceptance | tokens per verification step | tokens per step | same text | predicted speed-up | measured tokens/s | measured speed-up |");
-        text.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        foreach (var (k, counts, time, identical) in results)
+        text.AppendLine("| k | steps with a draft | drafted | acceptance | tokens per verification step | tokens per step | same text | predicted speed-up | measured tokens/s | measured speed-up | median per prompt |");
+        text.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var (k, counts, time, identical, medianRatio) in results)
         {
             // What the steps would cost at the measured price of each length.
             var cost = counts.StepsByDrafts[0] * costs[1];
@@ -305,7 +315,7 @@ public static class SpeculationBench
             var predicted = counts.Tokens * costs[1] / cost;
             var perVerification = counts.VerificationSteps == 0 ? 0 : (double)(counts.Accepted + counts.VerificationSteps) / counts.VerificationSteps;
             var tokensPerSecond = counts.Tokens / time.TotalSeconds;
-            text.AppendLine(c, $"| {k} | {(double)counts.VerificationSteps / counts.Steps:P0} | {counts.Drafted} | {counts.AcceptanceRate:P1} | {perVerification:F2} | {(double)counts.Tokens / counts.Steps:F2} | {identical} of {prompts.Count} | {predicted:F2}x | {tokensPerSecond:F0} | {tokensPerSecond / (plainTokens / plainTime.TotalSeconds):F2}x |");
+            text.AppendLine(c, $"| {k} | {(double)counts.VerificationSteps / counts.Steps:P0} | {counts.Drafted} | {counts.AcceptanceRate:P1} | {perVerification:F2} | {(double)counts.Tokens / counts.Steps:F2} | {identical} of {prompts.Count} | {predicted:F2}x | {tokensPerSecond:F0} | {tokensPerSecond / (plainTokens / plainTime.TotalSeconds):F2}x | {medianRatio:F2}x |");
         }
         text.AppendLine();
         text.AppendLine(c, $"Step cost on this machine (median of {settings.CostRounds} interleaved rounds, one row on a past of {prompts[prompts.Count / 2].Length} tokens):");
@@ -320,7 +330,7 @@ public static class SpeculationBench
             text.AppendLine(c, $"One-token decode step, alternating with {settings.BaselineModel} ({settings.CostRounds * 4} pairs): {ours:F3} ms here, {baseline:F3} ms there ({(ours / baseline - 1):+0.0%;-0.0%}).");
         }
         text.AppendLine();
-        text.AppendLine("Predicted speed-up: the plain decode time of the same tokens over the time of the steps speculation took, each step at the measured cost of its length. Same text: prompts whose speculative output equals plain greedy decoding's token for token.");
+        text.AppendLine("Predicted speed-up: the plain decode time of the same tokens over the time of the steps speculation took, each step at the measured (median) cost of its length. Measured: all decode steps' wall time, which on a busy machine carries every pause the scheduler imposes; median per prompt: the median over prompts of plain decoding's time per token over speculation's, decoded one after the other. Same text: prompts whose speculative output equals plain greedy decoding's token for token.");
         return text.ToString();
     }
 }
