@@ -111,6 +111,11 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         {
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             LogId = _decoder.SessionOptions.LogId,
+            // On the CPU, loading warns about nothing but logits_to_keep, an input with a default
+            // ("appears in graph inputs and will not be treated as constant"), which is what it is
+            // meant to be: only errors are shown. On CUDA the warnings also say which nodes fell
+            // back to the CPU, so they stay.
+            LogSeverityLevel = options.Device == RunnerDevice.Cpu ? OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR : OrtLoggingLevel.ORT_LOGGING_LEVEL_WARNING,
         };
         if (options.IntraOpThreads > 0)
             sessionOptions.IntraOpNumThreads = options.IntraOpThreads;
