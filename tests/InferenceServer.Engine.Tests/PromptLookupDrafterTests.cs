@@ -46,6 +46,21 @@ public sealed class PromptLookupDrafterTests
     }
 
     [Fact]
+    public void The_length_of_the_matched_suffix_is_reported()
+    {
+        using var drafter = new PromptLookupDrafter();
+        var draft = new int[2];
+        Assert.Equal(2, drafter.Propose([5, 6, 7, 20, 21, 8, 7, 40, 41, 5, 6, 7], draft, out var matched));
+        Assert.Equal(3, matched);
+        drafter.Reset();
+        Assert.Equal(2, drafter.Propose([1, 2, 3, 9, 9, 4, 2, 3], draft, out matched));
+        Assert.Equal(2, matched);
+        drafter.Reset();
+        Assert.Equal(0, drafter.Propose([1, 2, 3], draft, out matched));
+        Assert.Equal(0, matched);
+    }
+
+    [Fact]
     public void Shorter_suffixes_are_tried_down_to_the_minimum()
     {
         int[] history = [1, 2, 3, 9, 9, 4, 2, 3];

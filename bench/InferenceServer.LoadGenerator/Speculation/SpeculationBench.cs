@@ -25,6 +25,9 @@ public sealed record SpeculationSettings
     public IReadOnlyList<int> Drafts { get; init; } = [2, 4, 8];
     public int MaxNgram { get; init; } = 3;
     public int MinNgram { get; init; } = 1;
+
+    /// <summary>The most drafts after a suffix shorter than <see cref="MaxNgram"/> matched (0: none); null: k.</summary>
+    public int? ShortMatchDrafts { get; init; }
     public int Threads { get; init; }
 
     /// <summary>Rounds of the step cost measurement (every step length once per round).</summary>
@@ -61,7 +64,7 @@ public static class SpeculationBench
         var fitting = prompts.Where(p => p.Length + settings.OutputTokens + maxDrafts + 1 <= runner.Capacity).ToList();
         progress.WriteLine($"{fitting.Count} of {prompts.Count} prompts fit the context of {runner.Capacity} with {settings.OutputTokens} output tokens; prompt tokens: median {Median(fitting.Select(p => (double)p.Length)):F0}");
 
-        var decoder = new Decoder(runner, eos, settings.OutputTokens, maxDrafts);
+        var decoder = new Decoder(runner, eos, settings.OutputTokens, maxDrafts, settings.ShortMatchDrafts);
         // Warm up every shape once: ORT's first run of a shape is much slower than the rest.
         decoder.Plain(fitting[0]);
         foreach (var k in settings.Drafts)
@@ -101,7 +104,8 @@ public static class SpeculationBench
         }
         progress.WriteLine($"plain greedy: {plainTokens} tokens in {plainTime.TotalMilliseconds:F0} ms of decode steps");
         foreach (var run in runs)
-            progress.WriteLine($"k = {run.K}: {run.Counts.Tokens} tokens in {run.Time.TotalMilliseconds:F0} ms, acceptance {run.Counts.AcceptanceRate:P1}");
+            progress.WriteLine($"k = {run.K}: {run.Counts.Tokens} tokens in {run.Time.TotalMilliseconds:F0} ms, acceptance {run.Counts.AcceptanceRate:P1}; by the length of the suffix matched: "
+                + string.Join(", ", Enumerable.Range(1, settings.MaxNgram).Select(n => $"{n}: {(run.Counts.DraftedByMatch[n] == 0 ? 0 : (double)run.Counts.AcceptedByMatch[n] / run.Counts.DraftedByMatch[n]):P1} of {run.Counts.DraftedByMatch[n]}")));
         var results = runs.Select(r => (r.K, r.Counts, r.Time, r.Identical, Median(r.Ratios))).ToList();
 
         var costs = StepCosts(runner, fitting[fitting.Count / 2], maxDrafts + 1, settings.CostRounds);
@@ -164,6 +168,8 @@ public static class SpeculationBench
     private sealed class DraftCounts(int maxDrafts)
     {
         public long[] StepsByDrafts { get; } = new long[maxDrafts + 1]; // [0]: steps without a draft
+        public long[] DraftedByMatch { get; } = new long[PromptLookupDrafter.NgramLimit + 1];
+        public long[] AcceptedByMatch { get; } = new long[PromptLookupDrafter.NgramLimit + 1];
         public long Drafted { get; set; }
         public long Accepted { get; set; }
         public long Tokens { get; set; }
@@ -173,7 +179,7 @@ public static class SpeculationBench
     }
 
     /// <summary>Greedy decoding of one prompt in slot 0, plainly or with drafts, timing the decode steps (not the prefill).</summary>
-    private sealed class Decoder(DecoderRunner runner, int[] eos, int outputTokens, int maxDrafts)
+    private sealed class Decoder(DecoderRunner runner, int[] eos, int outputTokens, int maxDrafts, int? shortMatchDrafts)
     {
         private readonly int[] _history = new int[runner.Capacity];
         private readonly int[] _draft = new int[maxDrafts];
@@ -208,7 +214,13 @@ public static class SpeculationBench
             {
                 // Never draft past the output limit: the last token of a step is the model's own.
                 var room = Math.Min(k, outputTokens - (length - prompt.Length) - 1);
-                var drafted = room > 0 ? drafter.Propose(_history.AsSpan(0, length), _draft.AsSpan(0, room)) : 0;
+                var drafted = 0;
+                var matched = 0;
+                if (room > 0)
+                    drafted = drafter.Propose(_history.AsSpan(0, length), _draft.AsSpan(0, room), out matched);
+                // Matches shorter than the longest looked up are right less often: draft less after them.
+                if (matched < drafter.MaxNgram && shortMatchDrafts is { } limit && drafted > limit)
+                    drafted = limit;
                 counts.StepsByDrafts[drafted]++;
                 if (drafted == 0)
                 {
@@ -222,6 +234,8 @@ public static class SpeculationBench
                 var chosen = DraftVerifier.VerifyGreedy(verified, runner.VocabSize, _draft.AsSpan(0, drafted), _chosen);
                 counts.Drafted += drafted;
                 counts.Accepted += chosen - 1;
+                counts.DraftedByMatch[matched] += drafted;
+                counts.AcceptedByMatch[matched] += chosen - 1;
                 for (var i = 0; i < chosen && !Done(prompt.Length, length); i++)
                     _history[length++] = _chosen[i];
             }
@@ -300,7 +314,7 @@ public static class SpeculationBench
         var c = CultureInfo.InvariantCulture;
         text.AppendLine("# Prompt-lookup speculative decoding on the IDE workload (bare runner, greedy)");
         text.AppendLine();
-        text.AppendLine(c, $"Model {modelPath}; {prompts.Count} fill-in-the-middle prompts of the IDE workload (seed {settings.Seed}, {settings.Sessions} typing sessions, every {settings.KeystrokeStride}th keystroke; prompt tokens median {Median(prompts.Select(p => (double)p.Length)):F0}); {settings.OutputTokens} tokens each (or to the end of text); drafts from the last {settings.MaxNgram} down to {settings.MinNgram} tokens.");
+        text.AppendLine(c, $"Model {modelPath}; {prompts.Count} fill-in-the-middle prompts of the IDE workload (seed {settings.Seed}, {settings.Sessions} typing sessions, every {settings.KeystrokeStride}th keystroke; prompt tokens median {Median(prompts.Select(p => (double)p.Length)):F0}); {settings.OutputTokens} tokens each (or to the end of text); drafts from the last {settings.MaxNgram} down to {settings.MinNgram} tokens{(settings.ShortMatchDrafts is { } limit ? $", at most {limit} after a match shorter than {settings.MaxNgram}" : "")}.");
         text.AppendLine();
         text.AppendLine(c, $"Plain greedy decoding: {plainTokens} tokens, {plainTokens / plainTime.TotalSeconds:F0} tokens/s over the decode steps.");
         text.AppendLine();

@@ -19,6 +19,7 @@ internal static class SpeculationCommand
         var drafts = new Option<string>("--drafts") { Description = "Draft lengths k to try, comma-separated.", DefaultValueFactory = _ => "2,4,8" };
         var maxNgram = new Option<int>("--max-ngram") { Description = "Longest suffix looked up.", DefaultValueFactory = _ => 3 };
         var minNgram = new Option<int>("--min-ngram") { Description = "Shortest suffix looked up.", DefaultValueFactory = _ => 1 };
+        var shortMatch = new Option<int?>("--short-match-drafts") { Description = "The most drafts after a suffix shorter than --max-ngram matched (0: none; default: k)." };
         var threads = new Option<int>("--threads") { Description = "ONNX Runtime intra-op threads (0: one per core)." };
         var rounds = new Option<int>("--cost-rounds") { Description = "Rounds of the step cost measurement.", DefaultValueFactory = _ => 300 };
         var baseline = new Option<string?>("--baseline-model") { Description = "Another folder of the same model (say, its graph before logits_to_keep): its one-token decode step is timed alternately with this one's." };
@@ -28,7 +29,7 @@ internal static class SpeculationCommand
             "Decode the IDE workload's prompts greedily on the bare runner, plainly and with prompt-lookup drafts of each length k checked in one step; "
             + "report the acceptance, the tokens per step, whether the text is the same, the cost of each step length and the speed-up.")
         {
-            model, manifest, seed, sessions, prompts, stride, output, drafts, maxNgram, minNgram, threads, rounds, baseline, outFile,
+            model, manifest, seed, sessions, prompts, stride, output, drafts, maxNgram, minNgram, shortMatch, threads, rounds, baseline, outFile,
         };
         command.SetAction((parseResult, cancellationToken) =>
         {
@@ -47,6 +48,7 @@ internal static class SpeculationCommand
                         .Select(d => int.TryParse(d, NumberStyles.None, CultureInfo.InvariantCulture, out var k) && k > 0 ? k : throw new ArgumentException($"--drafts: '{d}' is not a positive number")).ToArray(),
                     MaxNgram = parseResult.GetValue(maxNgram),
                     MinNgram = parseResult.GetValue(minNgram),
+                    ShortMatchDrafts = parseResult.GetValue(shortMatch) is { } limit && limit < 0 ? throw new ArgumentException("--short-match-drafts cannot be negative") : parseResult.GetValue(shortMatch),
                     Threads = parseResult.GetValue(threads),
                     CostRounds = Positive(parseResult.GetValue(rounds), "--cost-rounds"),
                     BaselineModel = parseResult.GetValue(baseline),

@@ -70,9 +70,17 @@ public sealed class PromptLookupDrafter : IDisposable
     /// them); a draft that reaches the end of the history carries on from its own start, as a
     /// repeating pattern does.
     /// </summary>
-    public int Propose(ReadOnlySpan<int> history, Span<int> draft)
+    public int Propose(ReadOnlySpan<int> history, Span<int> draft) => Propose(history, draft, out _);
+
+    /// <summary>
+    /// <see cref="Propose(ReadOnlySpan{int}, Span{int})"/>, also saying how long the suffix that
+    /// matched was (0 when nothing was proposed): longer matches are right more often, so a
+    /// caller may draft more after them.
+    /// </summary>
+    public int Propose(ReadOnlySpan<int> history, Span<int> draft, out int matchedLength)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
+        matchedLength = 0;
         if (history.Length < _indexed && history.Length > 0)
             throw new ArgumentException($"the history shrank from at least {_indexed} to {history.Length} tokens; call Reset for a new sequence", nameof(history));
         Index(history);
@@ -86,6 +94,7 @@ public sealed class PromptLookupDrafter : IDisposable
             var count = 0;
             for (var source = next; count < draft.Length; source++, count++)
                 draft[count] = source < history.Length ? history[source] : draft[source - history.Length];
+            matchedLength = n;
             return count;
         }
         return 0;
