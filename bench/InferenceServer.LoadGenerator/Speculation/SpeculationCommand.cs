@@ -14,7 +14,7 @@ internal static class SpeculationCommand
         var seed = new Option<int>("--seed") { Description = "Seed of the typing sessions.", DefaultValueFactory = _ => 1 };
         var sessions = new Option<int>("--sessions") { Description = "Typing sessions the prompts come from.", DefaultValueFactory = _ => 4 };
         var prompts = new Option<int>("--prompts") { Description = "Prompts to decode.", DefaultValueFactory = _ => 40 };
-        var stride = new Option<int>("--keystroke-stride") { Description = "Keystrokes of a session between two prompts.", DefaultValueFactory = _ => 12 };
+        var stride = new Option<int>("--keystroke-stride") { Description = "Keystrokes of a typing session between two prompts.", DefaultValueFactory = _ => 12 };
         var output = new Option<int>("--output-tokens") { Description = "Tokens to generate per prompt (fewer when the model ends the text).", DefaultValueFactory = _ => 64 };
         var drafts = new Option<string>("--drafts") { Description = "Draft lengths k to try, comma-separated.", DefaultValueFactory = _ => "2,4,8" };
         var maxNgram = new Option<int>("--max-ngram") { Description = "Longest suffix looked up.", DefaultValueFactory = _ => 3 };
