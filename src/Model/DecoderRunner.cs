@@ -32,7 +32,10 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     public const string LogitsToKeepInput = "logits_to_keep";
 
     private readonly InferenceSession _session;
-    private readonly RunOptions _runOptions = new();
+    // Run-time messages from errors up: a step that keeps several positions returns logits of
+    // another shape than the graph declares (one position), which ONNX Runtime would warn about
+    // at every such step.
+    private readonly RunOptions _runOptions = new() { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
     private readonly GenaiDecoderSection _decoder;
     private readonly string? _positionIdsName;
     private readonly string _attentionMaskName;
@@ -57,10 +60,12 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     private readonly Dictionary<(int First, int Batch), StepBinding> _decodeBindings = [];
 
     // One-row steps that keep several positions' logits, keyed by (slot, new tokens, kept
-    // positions), over their own logits buffers, which grow to the most positions asked for.
+    // positions). The graph declares its logits [batch, 1, vocab] (what onnxruntime-genai reads as
+    // "the last position only"), and ONNX Runtime refuses an output buffer of another shape, so
+    // these steps let it allocate the logits and copy them out, into a buffer that grows to the
+    // most positions asked for.
     private readonly Dictionary<(int Slot, int Tokens, int Kept), StepBinding> _keptBindings = [];
-    private IRunnerBuffer? _keptLogits;
-    private NativeBuffer? _keptLogitsFloat; // float copies of float16 logits
+    private NativeBuffer? _keptLogits;
     private int _keptCapacity;
     private IRunnerBuffer? _logitsToKeep;
     private bool _disposed;
@@ -202,7 +207,9 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     /// its last <paramref name="positions"/> new positions, oldest first, [positions, vocab]: row i
     /// is the distribution of the token after the first PastLength + TokenCount - positions + i + 1
     /// tokens. The span is valid until the next step. Bindings are cached per (slot, tokens,
-    /// positions), so repeated shapes allocate nothing managed.
+    /// positions); what a step still allocates is ONNX Runtime's handles to the outputs it
+    /// allocated (the logits' declared shape is that of one position, so no buffer of ours can be
+    /// bound for several).
     /// </summary>
     /// <exception cref="InvalidOperationException">The graph has no <see cref="LogitsToKeepInput"/> input (<see cref="HasMultiPositionLogits"/> is false).</exception>
     public ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions)
@@ -225,10 +232,19 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             _keptBindings.Add((slot, row.TokenCount, positions), binding);
         }
         *(long*)_logitsToKeep!.Pointer = positions;
+        // Bound anew each time: after a run the binding holds the logits ONNX Runtime allocated,
+        // which the next run would check against the declared shape.
+        binding.IoBinding.BindOutputToDevice(_decoder.Outputs.Logits, _memory.StepInfo);
         RunSession(binding);
-        if (_logitsType == TensorElementType.Float16)
-            HalfToFloat(_keptLogits!.Pointer, _keptLogitsFloat!.Pointer, positions * VocabSize);
-        return new ReadOnlySpan<float>((float*)(_keptLogitsFloat ?? _keptLogits!).Pointer, positions * VocabSize);
+        using var outputs = binding.IoBinding.GetOutputValues();
+        var logits = outputs[0]; // bound first, see CreateBinding
+        var count = positions * VocabSize;
+        var destination = new Span<float>((void*)_keptLogits!.Pointer, count);
+        if (_logitsType == TensorElementType.Float)
+            logits.GetTensorDataAsSpan<float>()[..count].CopyTo(destination);
+        else
+            System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(System.Runtime.InteropServices.MemoryMarshal.Cast<Float16, Half>(logits.GetTensorDataAsSpan<Float16>()[..count]), destination);
+        return destination;
     }
 
     // Logits buffers for the most kept positions asked for so far; a larger request replaces them
@@ -242,11 +258,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             binding.Dispose();
         _keptBindings.Clear();
         _keptLogits?.Dispose();
-        _keptLogitsFloat?.Dispose();
-        var elementSize = _logitsType == TensorElementType.Float ? 4 : 2;
-        _keptLogits = _memory.Step((long)positions * VocabSize * elementSize);
-        if (_logitsType != TensorElementType.Float)
-            _keptLogitsFloat = new NativeBuffer((long)positions * VocabSize * 4);
+        _keptLogits = new NativeBuffer((long)positions * VocabSize * sizeof(float));
         _keptCapacity = positions;
     }
 
@@ -414,7 +426,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             // and graphs with logits for every position are read through that list.
             if (keptPositions > 0)
             {
-                binding.Output(_decoder.Outputs.Logits, OrtValue.CreateTensorValueWithData(mem, _logitsType, [batch, keptPositions, VocabSize], _keptLogits!.Pointer, _keptLogits.Bytes));
+                binding.IoBinding.BindOutputToDevice(_decoder.Outputs.Logits, mem);
                 binding.Input(LogitsToKeepInput, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, [], _logitsToKeep!.Pointer, _logitsToKeep.Bytes));
             }
             else if (_logitsPerPosition)
@@ -517,7 +529,6 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             binding.Dispose();
         _keptBindings.Clear();
         _keptLogits?.Dispose();
-        _keptLogitsFloat?.Dispose();
         _logitsToKeep?.Dispose();
         // Buffers from the session's allocators go before the session.
         foreach (var buffer in (IRunnerBuffer?[]?)_keys ?? [])

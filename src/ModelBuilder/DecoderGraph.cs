@@ -41,7 +41,8 @@ public enum GraphVariant
 /// past_key_values.N.key/value [batch, kv_heads, past, head_dim], and logits_to_keep, an int64
 /// scalar with a default of 1 (an initializer of the same name) that callers may leave unbound;
 /// outputs logits [batch, logits_to_keep, vocab] (the last logits_to_keep real positions of each
-/// row, oldest first: only those reach the vocabulary projection) and present.N.key/value, which
+/// row, oldest first: only those reach the vocabulary projection; declared [batch, 1, vocab], its
+/// shape at the default) and present.N.key/value, which
 /// the runner binds to the same buffers as the past. Several positions are for checking drafted
 /// tokens in one step; a row should ask for no more positions than it has new tokens.
 ///
@@ -238,7 +239,10 @@ public sealed class DecoderGraph
         {
             _g.Input(LogitsToKeep, DataType.Int64);
             _g.Int64Scalar(LogitsToKeep, 1);
-            _g.Output(Logits, DataType.Float, "batch_size", KeptPositions, _c.VocabSize);
+            // Declared [batch, 1, vocab], the shape with logits_to_keep at its default: readers that
+            // take a fixed 1 there to mean "the last position only" (onnxruntime-genai, which sizes
+            // its logits buffer from it) keep working. Bound to N, the output is [batch, N, vocab].
+            _g.Output(Logits, DataType.Float, "batch_size", 1, _c.VocabSize);
         }
         for (var i = 0; i < _c.NumHiddenLayers; i++)
         {
@@ -269,9 +273,6 @@ public sealed class DecoderGraph
             return LastPositionsOfEachRow(_g, normed, maskSum, sequenceLength);
         });
     }
-
-    /// <summary>The logits dimension that <see cref="LogitsToKeep"/> sets.</summary>
-    internal const string KeptPositions = "kept_positions";
 
     /// <summary>Name of the node that gathers the kept positions' hidden states; the vocabulary projection reads its output.</summary>
     internal const string KeptHiddenNode = "/logits/last_hidden";

@@ -121,10 +121,9 @@ public static class GraphUpgrade
             MoveNodes(graph, firstNew, graph.Node.IndexOf(tied));
         }
 
+        // The logits stay declared [batch, 1, vocab], their shape at the input's default.
         builder.Input(DecoderGraph.LogitsToKeep, DataType.Int64);
         builder.Int64Scalar(DecoderGraph.LogitsToKeep, 1);
-        var logits = graph.Output.Single(o => o.Name == DecoderGraph.Logits);
-        logits.Type.TensorType.Shape.Dim[1] = new TensorShapeProto.Types.Dimension { DimParam = DecoderGraph.KeptPositions };
         return true;
     }
 

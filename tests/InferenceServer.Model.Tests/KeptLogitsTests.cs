@@ -93,8 +93,14 @@ public sealed class KeptLogitsTests(SmallModelFixture model) : IClassFixture<Sma
         Assert.InRange(Compare.MaxAbsDifference(decoded, expected[6]), 0, Tolerance);
     }
 
+    /// <summary>
+    /// The graph declares its logits with one position (onnxruntime-genai sizes its buffer from
+    /// that), so ONNX Runtime allocates the logits of a step that keeps several and the runner
+    /// copies them out: what is left on the managed heap is ONNX Runtime's handles to its outputs,
+    /// a few hundred bytes a step, the same every step.
+    /// </summary>
     [Fact]
-    public void Repeated_verification_steps_allocate_no_managed_memory()
+    public void Repeated_verification_steps_allocate_only_the_output_handles()
     {
         var tokens = Tokens(40, seed: 24);
         using var runner = model.CreateRunner();
@@ -103,9 +109,14 @@ public sealed class KeptLogitsTests(SmallModelFixture model) : IClassFixture<Sma
         Verify(10); // the first run of a shape creates its binding
         Verify(12);
         var before = GC.GetAllocatedBytesForCurrentThread();
-        for (var past = 14; past < 30; past += 3)
+        Verify(14);
+        var first = GC.GetAllocatedBytesForCurrentThread() - before;
+        before = GC.GetAllocatedBytesForCurrentThread();
+        for (var past = 17; past < 32; past += 3)
             Verify(past);
-        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+        var five = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.InRange(first, 1, 1024);
+        Assert.Equal(5 * first, five);
     }
 
     [Fact]

@@ -107,9 +107,10 @@ public sealed class GraphStructureTests(BuiltModels models) : IClassFixture<Buil
             }
         }
         // Logits are float32 whatever the precision; each row's last logits_to_keep positions,
-        // an int64 scalar input whose default (an initializer of the same name) is 1.
+        // an int64 scalar input whose default (an initializer of the same name) is 1, and declared
+        // with the shape of that default.
         Assert.Equal(DataType.Float, OnnxTestModel.ElementType(output["logits"]));
-        Assert.Equal(["batch_size", "kept_positions", $"{Vocab}"], OnnxTestModel.Dims(output["logits"]));
+        Assert.Equal(["batch_size", "1", $"{Vocab}"], OnnxTestModel.Dims(output["logits"]));
         Assert.Equal(DataType.Int64, OnnxTestModel.ElementType(input["logits_to_keep"]));
         Assert.Empty(OnnxTestModel.Dims(input["logits_to_keep"]));
         var keep = graph.Initializer.Single(t => t.Name == "logits_to_keep");
