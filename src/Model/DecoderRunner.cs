@@ -25,15 +25,30 @@ namespace InferenceServer.Model;
 /// adapter bind none of the adapter inputs, and the graph's empty defaults leave the base model;
 /// steps where every row has the same adapter bind a one-entry index, so the graph picks that
 /// adapter's matrices once rather than once per row.
+///
+/// Graphs with the <see cref="LogitsToKeepInput"/> input (<see cref="HasMultiPositionLogits"/>)
+/// also run <see cref="StepKeepingLogits"/>: one row, on a past or not, that gets the logits of
+/// its last several new positions, as checking drafted tokens needs. It is one row because the
+/// CPU kernel takes several new tokens on a past only at batch size 1.
 /// </summary>
 public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 {
+    /// <summary>
+    /// The optional graph input (an int64 scalar, 1 when left unbound) that asks for the logits of
+    /// each row's last N positions instead of its last one.
+    /// </summary>
+    public const string LogitsToKeepInput = "logits_to_keep";
+
     private readonly InferenceSession _session;
-    private readonly RunOptions _runOptions = new();
+    // Run-time messages from errors up: a step that keeps several positions returns logits of
+    // another shape than the graph declares (one position), which ONNX Runtime would warn about
+    // at every such step.
+    private readonly RunOptions _runOptions = new() { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
     private readonly GenaiDecoderSection _decoder;
     private readonly string? _positionIdsName;
     private readonly string _attentionMaskName;
     private readonly bool _logitsPerPosition;
+    private readonly bool _keepsLogits;
     private readonly TensorElementType _logitsType;
     private readonly TensorElementType _kvType;
     private readonly int _kvElementSize;
@@ -52,6 +67,16 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
     // Decode bindings keyed by (first slot, batch size, how adapters are bound): fixed shapes over fixed buffers.
     private readonly Dictionary<(int First, int Batch, AdapterUse Adapters), StepBinding> _decodeBindings = [];
+
+    // One-row steps that keep several positions' logits, keyed by (slot, new tokens, kept
+    // positions). The graph declares its logits [batch, 1, vocab] (what onnxruntime-genai reads as
+    // "the last position only"), and ONNX Runtime refuses an output buffer of another shape, so
+    // these steps let it allocate the logits and copy them out, into a buffer that grows to the
+    // most positions asked for.
+    private readonly Dictionary<(int Slot, int Tokens, int Kept), StepBinding> _keptBindings = [];
+    private NativeBuffer? _keptLogits;
+    private int _keptCapacity;
+    private IRunnerBuffer? _logitsToKeep;
     private bool _disposed;
 
     public ModelFolder Folder { get; }
@@ -62,6 +87,14 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
     /// <summary>Where the graph runs.</summary>
     public RunnerDevice Device { get; }
+
+    /// <summary>
+    /// Whether the graph returns the logits of several last positions of a row
+    /// (<see cref="StepKeepingLogits"/>): false for graphs without the <see cref="LogitsToKeepInput"/>
+    /// input (onnxruntime-genai's builder, or ours before it had the input), where checking drafted
+    /// tokens in one step is not possible.
+    /// </summary>
+    public bool HasMultiPositionLogits => _keepsLogits;
 
     /// <summary>Bytes held by the KV buffers of all layers and slots.</summary>
     public long KvCacheBytes { get; }
@@ -92,6 +125,11 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         {
             GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
             LogId = _decoder.SessionOptions.LogId,
+            // On the CPU, loading warns about nothing but logits_to_keep, an input with a default
+            // ("appears in graph inputs and will not be treated as constant"), which is what it is
+            // meant to be: only errors are shown. On CUDA the warnings also say which nodes fell
+            // back to the CPU, so they stay.
+            LogSeverityLevel = options.Device == RunnerDevice.Cpu ? OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR : OrtLoggingLevel.ORT_LOGGING_LEVEL_WARNING,
         };
         if (options.IntraOpThreads > 0)
             sessionOptions.IntraOpNumThreads = options.IntraOpThreads;
@@ -117,6 +155,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             _presentValueNames = LayerNames.ForAll(_decoder.Outputs.PresentValueNames, LayerCount);
             _positionIdsName = _decoder.Inputs.PositionIds is { } p && _session.InputMetadata.ContainsKey(p) ? p : null;
             _adapters = AdapterStacks.Discover(_session.OverridableInitializerMetadata, folder.DecoderPath, Slots);
+            _keepsLogits = _session.OverridableInitializerMetadata.ContainsKey(LogitsToKeepInput) || _session.InputMetadata.ContainsKey(LogitsToKeepInput);
             CheckContract(out _kvType, out _logitsType, out _logitsPerPosition);
             _kvElementSize = _kvType == TensorElementType.Float ? 4 : 2;
 
@@ -222,6 +261,67 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             return id;
         var loaded = AdapterNames.Count == 0 ? "none is loaded" : $"loaded: {string.Join(", ", AdapterNames)}";
         throw new ArgumentException($"no adapter named '{name}' ({loaded})", nameof(name));
+    }
+
+    /// <summary>
+    /// Runs one row in <paramref name="slot"/>: <paramref name="row"/>.TokenCount new tokens on a
+    /// past of <paramref name="row"/>.PastLength (0 for a fresh prompt) and returns the logits of
+    /// its last <paramref name="positions"/> new positions, oldest first, [positions, vocab]: row i
+    /// is the distribution of the token after the first PastLength + TokenCount - positions + i + 1
+    /// tokens. The span is valid until the next step. Bindings are cached per (slot, tokens,
+    /// positions); what a step still allocates is ONNX Runtime's handles to the outputs it
+    /// allocated (the logits' declared shape is that of one position, so no buffer of ours can be
+    /// bound for several).
+    /// </summary>
+    /// <exception cref="InvalidOperationException">The graph has no <see cref="LogitsToKeepInput"/> input (<see cref="HasMultiPositionLogits"/> is false).</exception>
+    public ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (!_keepsLogits)
+            throw new InvalidOperationException($"{Folder.DecoderPath}: the graph has no {LogitsToKeepInput} input, so a step returns each row's last logits only (build the model again, or build-model --upgrade-graph)");
+        ReadOnlySpan<SequenceStep> rows = [row];
+        Validate(slot, rows, tokens);
+        if (positions < 1 || positions > row.TokenCount)
+            throw new ArgumentOutOfRangeException(nameof(positions), positions, $"a row with {row.TokenCount} new tokens has logits for 1 to {row.TokenCount} of them");
+
+        // The mask spans the whole slot, as in decode steps, so the shapes (and the cached binding)
+        // depend only on the number of new tokens and kept positions.
+        FillInputs(rows, tokens, row.TokenCount, Capacity);
+        if (!_keptBindings.TryGetValue((slot, row.TokenCount, positions), out var binding))
+        {
+            EnsureKeptLogits(positions);
+            binding = CreateBinding(slot, 1, row.TokenCount, Capacity, AdapterUse.None, positions);
+            _keptBindings.Add((slot, row.TokenCount, positions), binding);
+        }
+        *(long*)_logitsToKeep!.Pointer = positions;
+        // Bound anew each time: after a run the binding holds the logits ONNX Runtime allocated,
+        // which the next run would check against the declared shape.
+        binding.IoBinding.BindOutputToDevice(_decoder.Outputs.Logits, _memory.StepInfo);
+        RunSession(binding);
+        using var outputs = binding.IoBinding.GetOutputValues();
+        var logits = outputs[0]; // bound first, see CreateBinding
+        var count = positions * VocabSize;
+        var destination = new Span<float>((void*)_keptLogits!.Pointer, count);
+        if (_logitsType == TensorElementType.Float)
+            logits.GetTensorDataAsSpan<float>()[..count].CopyTo(destination);
+        else
+            System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(System.Runtime.InteropServices.MemoryMarshal.Cast<Float16, Half>(logits.GetTensorDataAsSpan<Float16>()[..count]), destination);
+        return destination;
+    }
+
+    // Logits buffers for the most kept positions asked for so far; a larger request replaces them
+    // and the bindings over them.
+    private void EnsureKeptLogits(int positions)
+    {
+        _logitsToKeep ??= _memory.Step(sizeof(long));
+        if (positions <= _keptCapacity)
+            return;
+        foreach (var binding in _keptBindings.Values)
+            binding.Dispose();
+        _keptBindings.Clear();
+        _keptLogits?.Dispose();
+        _keptLogits = new NativeBuffer((long)positions * VocabSize * sizeof(float));
+        _keptCapacity = positions;
     }
 
     /// <summary>
@@ -351,6 +451,15 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
     private void Run(StepBinding binding, ReadOnlySpan<SequenceStep> rows, int sequenceLength)
     {
+        RunSession(binding);
+        if (_logitsPerPosition)
+            CopyLastPositionLogits(binding, rows, sequenceLength);
+        else if (_logitsType == TensorElementType.Float16)
+            HalfToFloat(_logits.Pointer, _logitsFloat!.Pointer, rows.Length * VocabSize);
+    }
+
+    private void RunSession(StepBinding binding)
+    {
         try
         {
             _session.RunWithBinding(_runOptions, binding.IoBinding);
@@ -360,11 +469,6 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         {
             throw new InvalidOperationException($"the decoder step failed: {e.Message}", e);
         }
-
-        if (_logitsPerPosition)
-            CopyLastPositionLogits(binding, rows, sequenceLength);
-        else if (_logitsType == TensorElementType.Float16)
-            HalfToFloat(_logits.Pointer, _logitsFloat!.Pointer, rows.Length * VocabSize);
     }
 
     // Graphs from onnxruntime-genai's builder return logits for every position: keep each row's last.
@@ -391,7 +495,8 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(from, to);
     }
 
-    private StepBinding CreateBinding(int firstSlot, int batch, int sequenceLength, int maskWidth, AdapterUse adapters)
+    // keptPositions > 0: one row's last positions into the kept logits buffer, with logits_to_keep bound.
+    private StepBinding CreateBinding(int firstSlot, int batch, int sequenceLength, int maskWidth, AdapterUse adapters, int keptPositions = 0)
     {
         var binding = new StepBinding(_session.CreateIoBinding());
         try
@@ -399,7 +504,12 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             var mem = _memory.StepInfo;
             // Logits are bound before the KV outputs: bound outputs come back in binding order,
             // and graphs with logits for every position are read through that list.
-            if (_logitsPerPosition)
+            if (keptPositions > 0)
+            {
+                binding.IoBinding.BindOutputToDevice(_decoder.Outputs.Logits, mem);
+                binding.Input(LogitsToKeepInput, OrtValue.CreateTensorValueWithData(mem, TensorElementType.Int64, [], _logitsToKeep!.Pointer, _logitsToKeep.Bytes));
+            }
+            else if (_logitsPerPosition)
                 binding.IoBinding.BindOutputToDevice(_decoder.Outputs.Logits, mem);
             else
                 binding.Output(_decoder.Outputs.Logits, OrtValue.CreateTensorValueWithData(mem, _logitsType, [batch, 1, VocabSize], _logits.Pointer, _logits.Bytes));
@@ -450,7 +560,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             if (meta.ElementDataType != TensorElementType.Int64)
                 throw new ModelLoadException($"{path}: input '{name}' is {meta.ElementDataType}; this runner feeds int64");
         }
-        var known = new HashSet<string>(StringComparer.Ordinal) { _decoder.Inputs.InputIds, _attentionMaskName };
+        var known = new HashSet<string>(StringComparer.Ordinal) { _decoder.Inputs.InputIds, _attentionMaskName, LogitsToKeepInput };
         if (_positionIdsName is not null)
             known.Add(_positionIdsName);
 
@@ -484,9 +594,9 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         var logitDims = logits.Dimensions;
         if (logitDims.Length != 3 || (logitDims[2] > 0 && logitDims[2] != VocabSize))
             throw new ModelLoadException($"{path}: logits have shape [{string.Join(", ", logitDims)}]; expected [batch, positions, {VocabSize}]");
-        // Our graphs gather the last position of each row (dimension 1 is fixed at 1); graphs that
-        // return every position have a symbolic dimension there.
-        logitsPerPosition = logitDims[1] != 1;
+        // Our graphs gather the last position of each row (dimension 1 is fixed at 1, or set by
+        // logits_to_keep); graphs that return every position have a symbolic dimension there.
+        logitsPerPosition = !_keepsLogits && logitDims[1] != 1;
     }
 
     public void Dispose()
@@ -497,6 +607,11 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         foreach (var binding in _decodeBindings.Values)
             binding.Dispose();
         _decodeBindings.Clear();
+        foreach (var binding in _keptBindings.Values)
+            binding.Dispose();
+        _keptBindings.Clear();
+        _keptLogits?.Dispose();
+        _logitsToKeep?.Dispose();
         // Buffers from the session's allocators go before the session.
         foreach (var buffer in (IRunnerBuffer?[]?)_keys ?? [])
             buffer?.Dispose();

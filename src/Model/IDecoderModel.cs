@@ -17,4 +17,15 @@ public interface IDecoderModel
     ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens);
 
     void CopyPrefix(int fromSlot, int toSlot, int length);
+
+    /// <summary>Whether <see cref="StepKeepingLogits"/> returns the logits of several last positions of a row.</summary>
+    bool HasMultiPositionLogits => false;
+
+    /// <summary>
+    /// One row in one slot (several new tokens on a past run one row at a time on the CPU) that
+    /// returns the logits of its last <paramref name="positions"/> new positions, oldest first,
+    /// [positions, vocab]: what checking drafted tokens in one step needs.
+    /// </summary>
+    ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions) =>
+        throw new NotSupportedException("this model returns the logits of each row's last position only");
 }

@@ -39,9 +39,13 @@ public enum GraphVariant
 ///
 /// Dense:
 /// inputs input_ids [batch, sequence], attention_mask [batch, total] and per layer
-/// past_key_values.N.key/value [batch, kv_heads, past, head_dim]; outputs logits
-/// [batch, 1, vocab] (the last position of each row only) and present.N.key/value, which the
-/// runner binds to the same buffers as the past.
+/// past_key_values.N.key/value [batch, kv_heads, past, head_dim], and logits_to_keep, an int64
+/// scalar with a default of 1 (an initializer of the same name) that callers may leave unbound;
+/// outputs logits [batch, logits_to_keep, vocab] (the last logits_to_keep real positions of each
+/// row, oldest first: only those reach the vocabulary projection; declared [batch, 1, vocab], its
+/// shape at the default) and present.N.key/value, which
+/// the runner binds to the same buffers as the past. Several positions are for checking drafted
+/// tokens in one step; a row should ask for no more positions than it has new tokens.
 ///
 /// Paged (<see cref="GraphVariant.Paged"/>): the new tokens of all sequences packed on one
 /// axis, input_ids [num_tokens]; cumulative_sequence_length [batch + 1] and past_seqlens [batch]
@@ -72,6 +76,7 @@ public sealed class DecoderGraph
     public const string InputIds = "input_ids";
     public const string AttentionMask = "attention_mask";
     public const string Logits = "logits";
+    public const string LogitsToKeep = DecoderRunner.LogitsToKeepInput;
     public const string PastKeyPattern = "past_key_values.%d.key";
     public const string PastValuePattern = "past_key_values.%d.value";
     public const string PresentKeyPattern = "present.%d.key";
@@ -216,10 +221,7 @@ public sealed class DecoderGraph
             }
             else
             {
-                var rowShape = _allPositions
-                    ? _g.Op("Concat", "/lm_head/logits_shape", [_g.Op("Slice", "/lm_head/batch_and_sequence", [_g.Op("Shape", "/lm_head/hidden_shape", [last]), _g.Int64Constant("const/zero1", 0), _g.Int64Constant("const/two1", 2)]), _g.Int64Constant("const/vocab1", _c.VocabSize)], "", Attr("axis", 0L))
-                    : _g.Int64Constant("const/logits_shape", -1, 1, _c.VocabSize);
-                logits = _g.Op("Reshape", "/lm_head/unflatten", [product, rowShape]);
+                logits = _g.Op("Reshape", "/lm_head/unflatten", [product, LogitsShape(_g, last, _c.VocabSize)]);
             }
         }
         else
@@ -249,9 +251,18 @@ public sealed class DecoderGraph
             _g.Input(LayerNames.For(PastValuePattern, i), _t, "batch_size", kvHeads, "past_sequence_length", hd);
         }
         if (_allPositions)
+        {
             _g.Output(Logits, DataType.Float, "batch_size", "sequence_length", _c.VocabSize);
+        }
         else
+        {
+            _g.Input(LogitsToKeep, DataType.Int64);
+            _g.Int64Scalar(LogitsToKeep, 1);
+            // Declared [batch, 1, vocab], the shape with logits_to_keep at its default: readers that
+            // take a fixed 1 there to mean "the last position only" (onnxruntime-genai, which sizes
+            // its logits buffer from it) keep working. Bound to N, the output is [batch, N, vocab].
             _g.Output(Logits, DataType.Float, "batch_size", 1, _c.VocabSize);
+        }
         for (var i = 0; i < _c.NumHiddenLayers; i++)
         {
             _g.Output(LayerNames.For(PresentKeyPattern, i), _t, "batch_size", kvHeads, "present_sequence_length", hd);
@@ -259,8 +270,8 @@ public sealed class DecoderGraph
         }
 
         // What GroupQueryAttention needs from the mask: each row's total length - 1 and the mask
-        // width. The last real position of a row in this step is min(length - 1, sequence - 1):
-        // the row's own last token when rows are right-padded fresh prompts, the last column otherwise.
+        // width. The last real position of a row in this step is min(length, sequence) - 1: the
+        // row's own last token when rows are right-padded fresh prompts, the last column otherwise.
         var axis1 = _g.Int64Constant("const/axis1", 1);
         var maskSum = _g.Op("ReduceSum", "/mask/reduce_sum", [AttentionMask, axis1], "", Attr("keepdims", 0L));
         var lastIndexInTotal = _g.Op("Sub", "/mask/seqlens_k_int64", [maskSum, one]);
@@ -273,19 +284,42 @@ public sealed class DecoderGraph
             3, MicrosoftDomain,
             [Attr("num_heads", (long)_c.NumAttentionHeads), Attr("kv_num_heads", (long)kvHeads), Attr("do_rotary", 1L), Attr("rotary_interleaved", 0L), Attr("local_window_size", -1L)],
             [$"{name}/GroupQueryAttention/output_0", LayerNames.For(PresentKeyPattern, layer), LayerNames.For(PresentValuePattern, layer)])[0];
-        return (attend, normed => _allPositions ? normed : LastPositionOfEachRow(normed, one, lastIndexInTotal));
+        return (attend, normed =>
+        {
+            if (_allPositions)
+                return normed;
+            var sequenceLength = _g.Op("Gather", "/ids/sequence_length", [_g.Op("Shape", "/ids/shape", [InputIds]), one], "", Attr("axis", 0L));
+            return LastPositionsOfEachRow(_g, normed, maskSum, sequenceLength);
+        });
     }
 
-    // The dense graph's last real position of each row: GatherElements along the sequence axis.
-    private string LastPositionOfEachRow(string normed, string one, string lastIndexInTotal)
+    /// <summary>Name of the node that gathers the kept positions' hidden states; the vocabulary projection reads its output.</summary>
+    internal const string KeptHiddenNode = "/logits/last_hidden";
+
+    /// <summary>
+    /// The dense graph's last <see cref="LogitsToKeep"/> (N) real positions of each row, oldest
+    /// first: GatherND (one batch dimension) at min(length, sequence) - [N, N - 1, ..., 1]. With
+    /// N = 1 that is the row's last real position, as graphs without the input had, for one node
+    /// more than they took. A row with fewer new tokens than N gets undefined rows in the places
+    /// before its first (a negative index counts from the end, or fails past -sequence).
+    /// </summary>
+    internal static string LastPositionsOfEachRow(GraphBuilder g, string normed, string maskSum, string sequenceLength)
     {
-        var sequenceLength = _g.Op("Gather", "/ids/sequence_length", [_g.Op("Shape", "/ids/shape", [InputIds]), one], "", Attr("axis", 0L));
-        var lastColumn = _g.Op("Sub", "/ids/last_column", [sequenceLength, one]);
-        var lastPosition = _g.Op("Min", "/logits/last_position", [lastIndexInTotal, lastColumn]);
-        var index = _g.Op("Unsqueeze", "/logits/index", [lastPosition, _g.Int64Constant("const/axes12", 1, 2)]);
-        var expanded = _g.Op("Expand", "/logits/index_expanded", [index, _g.Int64Constant("const/hidden_shape", 1, 1, _c.HiddenSize)]);
-        return _g.Op("GatherElements", "/logits/last_hidden", [normed, expanded], "", Attr("axis", 1L));
+        var end = g.Op("Min", "/logits/end", [maskSum, sequenceLength]);
+        var back = g.Op("Range", "/logits/back", [LogitsToKeep, g.Int64Scalar("const/zero", 0), g.Int64Scalar("const/minus_one", -1)]);
+        var positions = g.Op("Sub", "/logits/positions", [g.Op("Unsqueeze", "/logits/end_column", [end, g.Int64Constant("const/axes1", 1)]), back]);
+        var index = g.Op("Unsqueeze", "/logits/index", [positions, g.Int64Constant("const/axes2", 2)]);
+        return g.Op("GatherND", KeptHiddenNode, [normed, index], "", Attr("batch_dims", 1L));
     }
+
+    /// <summary>
+    /// [batch, positions, vocab] for the tied projection's flat product, from the hidden states it
+    /// projected: the positions are the whole sequence or the kept ones.
+    /// </summary>
+    internal static string LogitsShape(GraphBuilder g, string hidden, int vocabSize) =>
+        g.Op("Concat", "/lm_head/logits_shape",
+            [g.Op("Slice", "/lm_head/batch_and_sequence", [g.Op("Shape", "/lm_head/hidden_shape", [hidden]), g.Int64Constant("const/zero1", 0), g.Int64Constant("const/two1", 2)]),
+             g.Int64Constant("const/vocab1", vocabSize)], "", Attr("axis", 0L));
 
     // Paged contract: packed tokens, sequence boundaries, block tables and the per-layer pools;
     // returns the PagedAttention writer and the selection of each sequence's last token.

@@ -66,6 +66,9 @@ public sealed class CommandLineTests
     [InlineData("build-model", "--input", "TOKENIZER", "--format", "hf", "--output", "/tmp/never")]
     [InlineData("build-model", "--input", "TOKENIZER", "--format", "gguf", "--precision", "int4", "--output", "/tmp/never.gguf")]
     [InlineData("build-model", "--input", "/nonexistent/hf", "--format", "gguf", "--output", "/tmp/never.gguf")]
+    [InlineData("build-model", "--random-config", "x.json")]
+    [InlineData("build-model", "--upgrade-graph", "/nonexistent/model")]
+    [InlineData("build-model", "--upgrade-graph", "/tmp", "--output", "/tmp/never")]
     public void Bad_input_gives_one_error_line_and_exit_code_1(params string[] arguments)
     {
         arguments = arguments.Select(a => a == "TOKENIZER" ? Tokenizer : a).ToArray();

@@ -6,11 +6,7 @@ public sealed class DecoderRunnerTests(SmallModelFixture model) : IClassFixture<
 {
     private const float Tolerance = 1e-4f;
 
-    private static int[] Tokens(int count, int seed)
-    {
-        var random = new Random(seed);
-        return Enumerable.Range(0, count).Select(_ => random.Next(3, SmallModelFixture.Config.VocabSize)).ToArray();
-    }
+    private static int[] Tokens(int count, int seed) => SmallModelFixture.Tokens(count, seed);
 
     /// <summary>The last-position logits of a fresh prefill of the whole sequence, alone in a runner.</summary>
     private float[] PrefillAlone(ReadOnlySpan<int> tokens)

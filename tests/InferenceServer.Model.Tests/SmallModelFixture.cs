@@ -33,6 +33,13 @@ public sealed class SmallModelFixture : IDisposable
         Folder = ModelFolder.Load(path);
     }
 
+    /// <summary>Seeded random token ids of the fixture's vocabulary, none of the first three (special) ids.</summary>
+    public static int[] Tokens(int count, int seed)
+    {
+        var random = new Random(seed);
+        return Enumerable.Range(0, count).Select(_ => random.Next(3, Config.VocabSize)).ToArray();
+    }
+
     public DecoderRunner CreateRunner(int slots = 4, int capacity = 64) =>
         new(Folder, new RunnerOptions { MaxBatch = slots, MaxSequenceLength = capacity, IntraOpThreads = 1 });
 

@@ -75,6 +75,7 @@ public sealed class GraphStructureTests(BuiltModels models) : IClassFixture<Buil
             inputs.AddRange([$"past_key_values.{i}.key", $"past_key_values.{i}.value"]);
             outputs.AddRange([$"present.{i}.key", $"present.{i}.value"]);
         }
+        inputs.Add("logits_to_keep"); // optional: it has a default
         Assert.Equal(inputs, graph.Input.Select(v => v.Name));
         Assert.Equal(outputs, graph.Output.Select(v => v.Name));
     }
@@ -105,9 +106,16 @@ public sealed class GraphStructureTests(BuiltModels models) : IClassFixture<Buil
                 Assert.Equal(["batch_size", $"{KvHeads}", "present_sequence_length", $"{HeadDim}"], OnnxTestModel.Dims(present));
             }
         }
-        // Logits are float32 whatever the precision; by default only each row's last position.
+        // Logits are float32 whatever the precision; each row's last logits_to_keep positions,
+        // an int64 scalar input whose default (an initializer of the same name) is 1, and declared
+        // with the shape of that default.
         Assert.Equal(DataType.Float, OnnxTestModel.ElementType(output["logits"]));
         Assert.Equal(["batch_size", "1", $"{Vocab}"], OnnxTestModel.Dims(output["logits"]));
+        Assert.Equal(DataType.Int64, OnnxTestModel.ElementType(input["logits_to_keep"]));
+        Assert.Empty(OnnxTestModel.Dims(input["logits_to_keep"]));
+        var keep = graph.Initializer.Single(t => t.Name == "logits_to_keep");
+        Assert.Empty(keep.Dims);
+        Assert.Equal(1L, BitConverter.ToInt64(keep.RawData.Span));
     }
 
     [Theory]
@@ -347,6 +355,9 @@ public sealed class GraphStructureTests(BuiltModels models) : IClassFixture<Buil
             outputs.AddRange([decoder.Outputs.PresentKeyNames.Replace("%d", layer, StringComparison.Ordinal), decoder.Outputs.PresentValueNames.Replace("%d", layer, StringComparison.Ordinal)]);
         }
         Assert.Null(decoder.Inputs.PositionIds);
+        // logits_to_keep has a default, so genai_config.json need not name it: onnxruntime-genai
+        // leaves it unbound, and our runner finds it in the graph.
+        inputs.Add(DecoderGraph.LogitsToKeep);
         Assert.Equal(inputs, model.Graph.Input.Select(v => v.Name));
         Assert.Equal(outputs, model.Graph.Output.Select(v => v.Name));
     }

@@ -37,9 +37,10 @@ public sealed class LogitsForAllPositionsTests : IDisposable
         var (last, all) = BuildBoth(fixture);
         Assert.Equal(["batch_size", "sequence_length", "320"], OnnxTestModel.Dims(OnnxTestModel.Load(all).Graph.Output[0]));
         Assert.Equal(["batch_size", "1", "320"], OnnxTestModel.Dims(OnnxTestModel.Load(last).Graph.Output[0]));
+        Assert.DoesNotContain(OnnxTestModel.Load(all).Graph.Input, i => i.Name == "logits_to_keep");
         // Nothing is gathered before the vocabulary projection.
-        Assert.Empty(OnnxTestModel.Load(all).Nodes("GatherElements"));
-        Assert.Single(OnnxTestModel.Load(last).Nodes("GatherElements"));
+        Assert.Empty(OnnxTestModel.Load(all).Nodes("GatherND"));
+        Assert.Single(OnnxTestModel.Load(last).Nodes("GatherND"));
     }
 
     [Theory]

@@ -102,6 +102,7 @@ internal static class LoadCommands
         suite.SetAction((parseResult, cancellationToken) => RunAsync(parseResult, suite: true, cancellationToken));
         root.Subcommands.Add(suite);
         root.Subcommands.Add(Soak.SoakCommand.Create());
+        root.Subcommands.Add(Speculation.SpeculationCommand.Create());
         return root;
     }
 

@@ -27,6 +27,10 @@ internal static class BuildModelCommand
         var loraInput = new Option<string?>("--lora-input") { Description = "Instead of --input: a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to convert for --base." };
         var baseModel = new Option<string?>("--base") { Description = "With --lora-input: the model folder (built with --lora-targets) the adapter is written into, as adapters/NAME." };
         var adapterName = new Option<string?>("--name") { Description = "With --lora-input: the adapter's name (default: the PEFT folder's name)." };
+        var upgradeGraph = new Option<string?>("--upgrade-graph")
+        {
+            Description = "Instead of building: rewrite the dense model.onnx of this folder, written before the logits_to_keep input existed, to take it; the weights file is left as it is.",
+        };
         var precision = new Option<string>("--precision", "-p") { Description = "fp32 (CPU default), fp16 (GPU), bf16 (GPU, paged graph only) or int4 (4-bit weights, MatMulNBits).", DefaultValueFactory = _ => "fp32" };
         precision.AcceptOnlyFromAmong("fp32", "fp16", "bf16", "int4");
         var graph = new Option<string>("--graph") { Description = "dense (GroupQueryAttention, any device; the CPU path) or paged (PagedAttention over a block pool; CUDA, fp16 or bf16).", DefaultValueFactory = _ => "dense" };
@@ -38,10 +42,16 @@ internal static class BuildModelCommand
         var command = new Command("build-model",
             "Convert a Hugging Face LlamaForCausalLM or Qwen2ForCausalLM model to an ONNX model folder the server loads (or a Llama model to a GGUF file for llama.cpp).")
         {
-            input, randomConfig, tokenizer, seed, output, format, precision, graph, topK, blockSize, loraTargets, loraInput, baseModel, adapterName, overwrite,
+            input, randomConfig, tokenizer, seed, output, format, precision, graph, topK, blockSize, loraTargets, loraInput, baseModel, adapterName, upgradeGraph, overwrite,
         };
         command.Validators.Add(result =>
         {
+            if (result.GetValue(upgradeGraph) is not null)
+            {
+                if (result.GetValue(input) is not null || result.GetValue(randomConfig) is not null || result.GetValue(loraInput) is not null || result.GetValue(output) is not null)
+                    result.AddError("--upgrade-graph rewrites a folder in place: give none of --input, --random-config, --lora-input and --output with it");
+                return;
+            }
             var sources = new[] { result.GetValue(input), result.GetValue(randomConfig), result.GetValue(loraInput) }.Count(s => s is not null);
             if (sources != 1)
             {
@@ -68,6 +78,14 @@ internal static class BuildModelCommand
         });
         command.SetAction(parseResult => CommandErrors.Run(() =>
         {
+            if (parseResult.GetValue(upgradeGraph) is { } upgradeFolder)
+            {
+                var result = GraphUpgrade.Upgrade(upgradeFolder);
+                Console.WriteLine(result == GraphUpgradeResult.Upgraded
+                    ? $"upgraded {Path.GetFullPath(upgradeFolder)}: the graph takes logits_to_keep; the weights file is unchanged"
+                    : $"{Path.GetFullPath(upgradeFolder)} already takes logits_to_keep; nothing written");
+                return 0;
+            }
             if (parseResult.GetValue(loraInput) is { } peftFolder)
             {
                 var written = LoraAdapterConverter.Convert(peftFolder, parseResult.GetValue(baseModel)!, parseResult.GetValue(adapterName), parseResult.GetValue(overwrite));

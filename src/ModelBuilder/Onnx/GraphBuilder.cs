@@ -7,13 +7,28 @@ namespace InferenceServer.ModelBuilder.Onnx;
 /// Small helpers for writing an ONNX graph node by node. Initializers above a size go to the
 /// external data file; small constants stay inline.
 /// </summary>
-public sealed class GraphBuilder(ExternalDataWriter externalData)
+public sealed class GraphBuilder
 {
     public const string MicrosoftDomain = "com.microsoft";
     private const int InlineLimitBytes = 1024;
+    private readonly ExternalDataWriter? _externalData;
     private int _nodeCount;
 
-    public GraphProto Graph { get; } = new() { Name = "decoder" };
+    /// <summary>A new graph whose large initializers go to <paramref name="externalData"/>.</summary>
+    public GraphBuilder(ExternalDataWriter externalData)
+    {
+        _externalData = externalData;
+        Graph = new GraphProto { Name = "decoder" };
+    }
+
+    /// <summary>Adds to an existing graph; only small (inline) initializers can be added, its data file stays as it is.</summary>
+    public GraphBuilder(GraphProto graph)
+    {
+        ArgumentNullException.ThrowIfNull(graph);
+        Graph = graph;
+    }
+
+    public GraphProto Graph { get; }
 
     public void Input(string name, TensorProto.Types.DataType type, params object[] dims) => Graph.Input.Add(ValueInfo(name, type, dims));
 
@@ -66,7 +81,11 @@ public sealed class GraphBuilder(ExternalDataWriter externalData)
         tensor.Dims.AddRange(dims);
         var bytes = MemoryMarshal.AsBytes(data);
         if (bytes.Length > InlineLimitBytes)
-            externalData.Write(tensor, bytes);
+        {
+            if (_externalData is null)
+                throw new InvalidOperationException($"initializer {name} ({bytes.Length} bytes) belongs in an external data file, and this graph is edited without one");
+            _externalData.Write(tensor, bytes);
+        }
         else
             tensor.RawData = ByteString.CopyFrom(bytes);
         Graph.Initializer.Add(tensor);
