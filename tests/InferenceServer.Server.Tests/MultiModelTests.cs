@@ -257,6 +257,22 @@ public sealed class MultiModelTests(MultiModelFixture server) : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Llama_cpp_endpoints_take_a_model_too()
+    {
+        async Task<string> InfillAsync(string model) =>
+            (await HttpTest.PostOkAsync(_http, "/infill", JsonSerializer.Serialize(new { model, input_prefix = "def f(x):\n    return ", input_suffix = "\n", n_predict = 6, temperature = 0 })))
+                .GetProperty("content").GetString()!;
+        var plain = await InfillAsync("alpha");
+        var adapted = await InfillAsync("alpha-docs");
+        Assert.NotEqual(plain, adapted);
+        Assert.Equal(plain, await InfillAsync(""));
+        var completion = await HttpTest.PostOkAsync(_http, "/completion", JsonSerializer.Serialize(new { model = "beta-tests", prompt = "abc", n_predict = 4, temperature = 0 }));
+        Assert.Equal((await CompleteAsync("beta-tests", "abc", maxTokens: 4)).Text, completion.GetProperty("content").GetString());
+        using var unknown = await _http.PostAsync("/infill", HttpTest.Json("{\"model\": \"gamma\", \"input_prefix\": \"x\"}"));
+        await HttpTest.AssertErrorAsync(unknown, HttpStatusCode.NotFound, "model_not_found");
+    }
+
+    [Fact]
     public async Task Metrics_carry_each_models_name()
     {
         await CompleteAsync("beta", "x", maxTokens: 2);

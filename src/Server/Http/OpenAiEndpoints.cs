@@ -68,9 +68,8 @@ public static class OpenAiEndpoints
 
         var completions = new CompletionsEndpoint(options, models, state);
         var chat = new ChatCompletionsEndpoint(options, models, state);
-        // llama.cpp's endpoints name no model: they serve the first one.
-        var infill = new InfillEndpoint(options, models.Default, state);
-        var nativeCompletion = new NativeCompletionEndpoint(options, models.Default, state);
+        var infill = new InfillEndpoint(options, models, state);
+        var nativeCompletion = new NativeCompletionEndpoint(options, models, state);
         var guard = new Guard(logger, state);
         app.MapPost("/v1/completions", guard.Wrap(completions.HandleAsync));
         app.MapPost("/v1/chat/completions", guard.Wrap(chat.HandleAsync));
@@ -83,16 +82,7 @@ public static class OpenAiEndpoints
             var id = context.GetRouteValue("id") as string;
             if (string.IsNullOrEmpty(id))
                 throw HttpApiException.From(models.NotFound(""));
-            ServedModel model;
-            try
-            {
-                model = models.Find(id);
-            }
-            catch (RequestException e)
-            {
-                throw HttpApiException.From(e);
-            }
-            return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, Card(model, created), OpenAiJsonContext.Default.ModelCard);
+            return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, Card(OpenAiGeneration.Find(models, id), created), OpenAiJsonContext.Default.ModelCard);
         }));
         var metrics = new MetricsExport(models.Bases.Select(model => (model.Engine.Meter, model.Name)), app.Services.GetRequiredService<IMeterFactory>());
         app.Lifetime.ApplicationStopped.Register(metrics.Dispose);
@@ -102,15 +92,7 @@ public static class OpenAiEndpoints
         app.MapGet(EnginePath, guard.Wrap(context =>
         {
             // ?model=NAME picks a model's engine (an adapter's is its base's); the first model's by default.
-            ServedModel model;
-            try
-            {
-                model = models.Find(context.Request.Query["model"].ToString());
-            }
-            catch (RequestException e)
-            {
-                throw HttpApiException.From(e);
-            }
+            var model = OpenAiGeneration.Find(models, context.Request.Query["model"].ToString());
             var snapshot = model.Engine.Snapshot;
             return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, new EngineStatus
             {

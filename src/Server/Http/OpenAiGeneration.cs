@@ -25,17 +25,18 @@ internal sealed class OpenAiGeneration(ServerOptions options, ServedModels model
         using var generation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, state.Cutoff);
         var body = await HttpApi.ReadJsonAsync(context, type, options.MaxRequestBodyBytes, state.Cutoff).ConfigureAwait(false);
         var id = idPrefix + Guid.NewGuid().ToString("N");
-        var model = Find(body.Model);
+        var model = Find(models, body.Model);
         var output = Submit(model, prepare(body, id, model), generation.Token);
         await answer(body, output, id, HttpApi.Now(), model).ConfigureAwait(false);
     }
 
     /// <summary>
-    /// The model or adapter <c>model</c> names (a request may leave it out, as with gRPC: the first
-    /// model served); an unknown one is a 404 model_not_found.
+    /// The model or adapter a body's <c>model</c> names (a request may leave it out, as with gRPC:
+    /// the first model served); an unknown one is a 404 model_not_found.
     /// </summary>
-    private ServedModel Find(string? name)
+    public static ServedModel Find(ServedModels models, string? name)
     {
+        ArgumentNullException.ThrowIfNull(models);
         try
         {
             return models.Find(name);

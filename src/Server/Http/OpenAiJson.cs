@@ -228,6 +228,9 @@ internal sealed class ErrorBody
 /// </summary>
 internal abstract class LlamaCppRequest
 {
+    /// <summary>Extension: the model or adapter to run (llama.cpp serves one); absent: the first model served.</summary>
+    public string? Model { get; set; }
+
     public int? NPredict { get; set; }
     public double? Temperature { get; set; }
     public int? TopK { get; set; }
