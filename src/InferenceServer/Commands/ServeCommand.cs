@@ -30,7 +30,7 @@ internal static partial class ServeCommand
     private static readonly Setting<string> Device = new("device", "cpu (the dense graph on ONNX Runtime's CPU provider) or cuda (the CUDA provider, from a build with -p:OrtCuda=true: a paged folder, whose KV pool takes --kv-cache-bytes or else 90% of the GPU memory left free, or a dense float16 folder, --max-batch KV slots on the device).", "cpu");
     private static readonly Setting<int> MaxBatch = new("max-batch", "Sequences served at once (KV slots on the CPU, block table rows on CUDA).", 8);
     private static readonly Setting<int> ContextLength = new("context-length", "Tokens per sequence (0: the model's context length).", 0);
-    private static readonly Setting<long> KvCacheBytes = new("kv-cache-bytes", "KV cache budget in bytes (0: all slots on the CPU, 90% of the free GPU memory on CUDA).", 0L);
+    private static readonly Setting<long> KvCacheBytes = new("kv-cache-bytes", "KV cache budget in bytes, split evenly between the models (0: all slots on the CPU, 90% of the free GPU memory on CUDA, where several models must give one).", 0L);
     private static readonly Setting<int> MaxWaiting = new("max-waiting", "Requests that may wait; more are refused (RESOURCE_EXHAUSTED / 429).", 256);
     private static readonly Setting<int> IterationBudgetMs = new("iteration-budget-ms",
         "Time one engine iteration should take at most, in ms: long prompts are computed in chunks sized from the measured cost of recent steps, so running sequences' next tokens and cancellations wait at most about this long (0: chunks by tokens alone).",
