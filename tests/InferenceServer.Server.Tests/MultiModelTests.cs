@@ -272,6 +272,12 @@ public sealed class MultiModelTests(MultiModelFixture server) : IAsyncLifetime
         await HttpTest.AssertErrorAsync(unknown, HttpStatusCode.NotFound, "model_not_found");
     }
 
+    [Theory]
+    [InlineData("sql=/models/base/adapters/sql", "", "sql", "/models/base/adapters/sql")]
+    [InlineData("alpha:sql=/a=b", "alpha", "sql", "/a=b")]
+    public void An_adapter_option_names_its_model_name_and_folder(string text, string model, string name, string path) =>
+        Assert.Equal(new AdapterOption(model, name, path), AdapterOption.Parse(text));
+
     [Fact]
     public async Task Metrics_carry_each_models_name()
     {
