@@ -40,6 +40,8 @@ public sealed class EngineFaultTests(ServerFixture fixture)
         Assert.Equal((int)GrpcStatus.Internal, failed.Status);
         Assert.DoesNotContain("secret", failed.Message, StringComparison.Ordinal);
 
+        // The engine fails its requests before its loop ends, and the state turns when the loop has ended.
+        await WaitForFaultedAsync(server.State);
         Assert.Equal(ServingState.Faulted, server.State.State);
         using (var health = await server.Client.GetAsync("/health"))
         {
@@ -88,13 +90,18 @@ public sealed class EngineFaultTests(ServerFixture fixture)
         using (var response = await server.Client.PostAsync("/v1/completions", HttpTest.Json("{\"model\": \"steady\", \"prompt\": \"abc\", \"max_tokens\": 4}")))
             await HttpTest.AssertErrorAsync(response, HttpStatusCode.InternalServerError, "internal_error");
         await steady.Engine.Stopped;
-        for (var i = 0; i < 300 && state.State != ServingState.Faulted; i++)
-            await Task.Delay(10);
+        await WaitForFaultedAsync(state);
         Assert.Equal(ServingState.Faulted, state.State);
         using (var health = await server.Client.GetAsync("/health"))
             Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
         foreach (var model in models.Bases)
             await ServerFixture.AssertIdleAsync(model.Engine);
+    }
+
+    private static async Task WaitForFaultedAsync(ServerState state)
+    {
+        for (var i = 0; i < 300 && state.State != ServingState.Faulted; i++)
+            await Task.Delay(10);
     }
 
     private (ServedModel Model, SlowDecoder Decoder) SlowModel(string name)
