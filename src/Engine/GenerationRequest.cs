@@ -53,6 +53,13 @@ public sealed record GenerationRequest
     public TimeSpan? NewlineTimeLimit { get; init; }
 
     public string? RequestId { get; init; }
+
+    /// <summary>
+    /// The LoRA adapter the sequence runs with: an id the model gave when it loaded the adapter
+    /// (<see cref="Model.DecoderRunner.LoadAdapter"/>), or 0 for the base model alone. KV computed
+    /// with an adapter is that adapter's: prefix reuse never crosses adapters.
+    /// </summary>
+    public int AdapterId { get; init; }
 }
 
 /// <summary>Why a generation ended.</summary>

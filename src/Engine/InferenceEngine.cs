@@ -183,6 +183,12 @@ public sealed class InferenceEngine : IInferenceEngine
             if ((uint)token >= (uint)vocab)
                 throw new RequestValidationException($"token id {token} is outside the vocabulary (0..{vocab - 1})");
         }
+        if (request.AdapterId != 0 && (uint)request.AdapterId > (uint)_executor.AdapterCount)
+        {
+            throw new RequestValidationException(_executor.AdapterCount == 0
+                ? $"adapter id {request.AdapterId}: this model has no adapters loaded"
+                : $"adapter id {request.AdapterId} is not loaded (1..{_executor.AdapterCount})");
+        }
         if (request.StopStrings.Any(string.IsNullOrEmpty))
             throw new RequestValidationException("stop strings cannot be empty");
         return new ValidatedRequest(this, request, prompt is int[] array ? array : [.. prompt]);

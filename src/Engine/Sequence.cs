@@ -55,6 +55,9 @@ internal sealed class Sequence : IDisposable
     public int KvIndex { get; set; } = -1;
 
     public int PromptLength { get; }
+
+    /// <summary>The request's adapter (0: none); its KV is reused only by sequences of the same adapter.</summary>
+    public int AdapterId => Request.AdapterId;
     public int Generated => Length - PromptLength;
 
     /// <summary>The healed prompt end (see <see cref="Tokenizer.TokenHealing"/>); the last <see cref="HealingLeft"/> bytes are still to spell.</summary>

@@ -227,6 +227,9 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     /// <summary>Whether the graph has adapter inputs, so that <see cref="LoadAdapter"/> can load adapters.</summary>
     public bool SupportsAdapters => _adapters is not null;
 
+    /// <inheritdoc/>
+    public int AdapterCount => AdapterNames.Count;
+
     /// <summary>The loaded adapters by name; adapter id i + 1 is entry i.</summary>
     public IReadOnlyList<string> AdapterNames => _adapters?.Names ?? [];
 

@@ -28,4 +28,21 @@ public interface IDecoderModel
     /// </summary>
     ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions) =>
         throw new NotSupportedException("this model returns the logits of each row's last position only");
+
+    /// <summary>Adapters loaded: ids 1 to this may name a row's adapter (0: none).</summary>
+    int AdapterCount => 0;
+
+    /// <summary>
+    /// A step whose rows each name an adapter (parallel to <paramref name="rows"/>; 0: none). A
+    /// model without adapters takes only zeros.
+    /// </summary>
+    ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens, scoped ReadOnlySpan<int> adapters)
+    {
+        foreach (var adapter in adapters)
+        {
+            if (adapter != 0)
+                throw new ArgumentException($"adapter id {adapter}: this model has no adapters", nameof(adapters));
+        }
+        return Step(firstSlot, rows, tokens);
+    }
 }

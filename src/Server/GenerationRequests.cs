@@ -56,6 +56,7 @@ public static class GenerationRequests
             RequestId = requestId,
             // On by default where a person's cursor ends the prompt: fill-in-the-middle.
             HealPromptEnd = tokenHealing ?? input is PromptInput.Infill,
+            AdapterId = model.AdapterId,
         };
     }
 

@@ -39,7 +39,55 @@ public sealed class ServedModel : IAsyncDisposable
         _runner = runner;
     }
 
+    // An adapter on a base: the base's engine and tokenizer, its own name and adapter id.
+    private ServedModel(ServedModel parent, string name, int adapterId)
+    {
+        Name = name;
+        Folder = parent.Folder;
+        Tokenizer = parent.Tokenizer;
+        Engine = parent.Engine;
+        MaxBatch = parent.MaxBatch;
+        Fim = parent.Fim;
+        Chat = parent.Chat;
+        Parent = parent;
+        AdapterId = adapterId;
+    }
+
+    /// <summary>
+    /// The same model with a LoRA adapter its runner loaded (<paramref name="adapterId"/>), served
+    /// as <paramref name="name"/>: requests that name it run with the adapter. It shares the base's
+    /// engine, so disposing it does nothing; the base owns the engine.
+    /// </summary>
+    public ServedModel WithAdapter(string name, int adapterId)
+    {
+        ArgumentException.ThrowIfNullOrEmpty(name);
+        ArgumentOutOfRangeException.ThrowIfLessThan(adapterId, 1);
+        if (Parent is not null)
+            throw new InvalidOperationException($"'{Name}' is an adapter already; adapters go on a base model");
+        return new ServedModel(this, name, adapterId);
+    }
+
+    private readonly List<ServedModel> _adapters = [];
+
+    /// <summary>The adapters served on this base model (<see cref="AddAdapter"/>).</summary>
+    public IReadOnlyList<ServedModel> Adapters => _adapters;
+
+    /// <summary>Serves the runner's adapter <paramref name="adapterId"/> under <paramref name="name"/> (<see cref="WithAdapter"/>).</summary>
+    public ServedModel AddAdapter(string name, int adapterId)
+    {
+        var adapter = WithAdapter(name, adapterId);
+        _adapters.Add(adapter);
+        return adapter;
+    }
+
+    /// <summary>The name requests use: the model folder's, or the adapter's.</summary>
     public string Name { get; }
+
+    /// <summary>For an adapter, the base model it runs on; null for a base model.</summary>
+    public ServedModel? Parent { get; }
+
+    /// <summary>The adapter requests of this name run with (0: the base model alone).</summary>
+    public int AdapterId { get; }
     public ModelFolder Folder { get; }
     public Tokenizer.Tokenizer Tokenizer { get; }
     public IInferenceEngine Engine { get; }
@@ -77,6 +125,8 @@ public sealed class ServedModel : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        if (Parent is not null)
+            return;
         await Engine.DisposeAsync().ConfigureAwait(false);
         _runner?.Dispose();
     }

@@ -19,8 +19,15 @@ public static partial class ServerHost
     /// <param name="configuration">Extra configuration for the host, e.g. a "Kestrel" section with certificates and limits.</param>
     /// <param name="logging">Changes to the logging set up from <see cref="ServerOptions.LogLevel"/> (tests add a provider that records).</param>
     public static WebApplication Build(ServerOptions options, ServedModel model, ServerState state, IConfiguration? configuration = null,
+        Action<ILoggingBuilder>? logging = null) =>
+        Build(options, new ServedModels(model), state, configuration, logging);
+
+    /// <summary>A server of several models (and adapters): a request's model name picks one.</summary>
+    /// <inheritdoc cref="Build(ServerOptions, ServedModel, ServerState, IConfiguration?, Action{ILoggingBuilder}?)"/>
+    public static WebApplication Build(ServerOptions options, ServedModels models, ServerState state, IConfiguration? configuration = null,
         Action<ILoggingBuilder>? logging = null)
     {
+        ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(options);
         var address = IPAddress.Parse(options.Host);
         var builder = WebApplication.CreateSlimBuilder();
@@ -47,12 +54,14 @@ public static partial class ServerHost
                     listen.UseHttps();
             });
         });
-        GrpcServices.Add(builder.Services, options, model, state);
+        GrpcServices.Add(builder.Services, options, models, state);
         var app = builder.Build();
         RequestTracking.Use(app, options, state);
         GrpcServices.Map(app, options);
-        OpenAiEndpoints.Map(app, options, model, state);
-        WatchForFault(model, state, app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("InferenceServer.Engine"));
+        OpenAiEndpoints.Map(app, options, models, state);
+        var engineLog = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("InferenceServer.Engine");
+        foreach (var model in models.Bases)
+            WatchForFault(model, models, state, engineLog);
         return app;
     }
 
@@ -65,17 +74,19 @@ public static partial class ServerHost
     };
 
     // An engine that stops while the server serves has failed: it is logged once, with the
-    // exception, and health turns NOT_SERVING so that an orchestrator replaces the process.
-    private static void WatchForFault(ServedModel model, ServerState state, ILogger logger) =>
+    // exception. Its model's requests get UNAVAILABLE / 503 while the other models keep serving
+    // (/health says "degraded"); when every model's engine has failed, health turns NOT_SERVING
+    // so that an orchestrator replaces the process.
+    private static void WatchForFault(ServedModel model, ServedModels models, ServerState state, ILogger logger) =>
         model.Engine.Stopped.ContinueWith(_ =>
         {
             if (model.Engine.Fault is not { } fault)
                 return;
-            EngineFailed(logger, fault);
-            if (state.State == ServingState.Serving)
+            EngineFailed(logger, model.Name, fault);
+            if (state.State == ServingState.Serving && models.Bases.All(m => m.Engine.Fault is not null))
                 state.State = ServingState.Faulted;
         }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
 
-    [LoggerMessage(EventId = 30, Level = LogLevel.Critical, Message = "the engine stopped after an error; requests it held end with INTERNAL / 500")]
-    private static partial void EngineFailed(ILogger logger, Exception exception);
+    [LoggerMessage(EventId = 30, Level = LogLevel.Critical, Message = "the engine of {Model} stopped after an error; requests it held end with INTERNAL / 500")]
+    private static partial void EngineFailed(ILogger logger, string model, Exception exception);
 }

@@ -346,6 +346,16 @@ public sealed class EngineTests(EngineFixture model) : IClassFixture<EngineFixtu
     }
 
     [Fact]
+    public async Task An_adapter_the_model_has_not_loaded_is_refused_before_queuing()
+    {
+        await using var test = new EngineUnderTest(model);
+        var e = Assert.Throws<RequestValidationException>(() => test.Submit(Greedy([1, 2], 5) with { AdapterId = 1 }));
+        Assert.Contains("no adapters loaded", e.Message, StringComparison.Ordinal);
+        Assert.Throws<RequestValidationException>(() => test.Submit(Greedy([1, 2], 5) with { AdapterId = -1 }));
+        Assert.Equal(0, test.Engine.Snapshot.Waiting);
+    }
+
+    [Fact]
     public async Task A_request_is_validated_once_into_a_type_only_its_engine_takes()
     {
         await using var test = new EngineUnderTest(model);

@@ -24,6 +24,27 @@ public sealed class PagedKvCacheTests
     }
 
     [Fact]
+    public void Blocks_computed_with_an_adapter_are_found_only_by_prompts_of_that_adapter()
+    {
+        var cache = new PagedKvCache(16, Block);
+        var prompt = Tokens(10);
+        var first = new PagedSequence(16);
+        cache.AttachPrefix(first, prompt, adapter: 3);
+        Assert.True(cache.EnsureCapacity(first, prompt.Length));
+        cache.Computed(first, prompt);
+        Assert.Equal(2, first.RegisteredBlocks);
+
+        Assert.Equal(0, cache.AttachPrefix(new PagedSequence(16), prompt)); // the base model
+        Assert.Equal(0, cache.AttachPrefix(new PagedSequence(16), prompt, adapter: 4));
+        var same = new PagedSequence(16);
+        Assert.Equal(8, cache.AttachPrefix(same, prompt, adapter: 3));
+        Assert.Equal(first.Blocks[..2].ToArray(), same.Blocks.ToArray());
+        cache.Release(same);
+        cache.Release(first);
+        Assert.Equal(0, cache.UsedBlocks);
+    }
+
+    [Fact]
     public void A_fresh_sequence_gets_distinct_blocks_covering_its_tokens()
     {
         var cache = new PagedKvCache(totalBlocks: 8, Block);

@@ -162,6 +162,50 @@ public sealed class SchedulerTests(TokenizerFixture model) : IClassFixture<Token
         Assert.Empty(plan.Copies); // a cached slot is taken over, not copied
     }
 
+    [Theory]
+    [MemberData(nameof(Layouts))]
+    public void A_cached_prefix_is_reused_only_by_sequences_of_the_same_adapter(string layout)
+    {
+        var scheduler = Create(Layout(layout, blocks: 64));
+        var first = Sequence(model.Tokenizer, EngineFixture.Prompt(40, 70), maxTokens: 1, adapter: 1);
+        scheduler.Enqueue(first);
+        Apply(scheduler, scheduler.Schedule());
+        Assert.True(scheduler.IsIdle);
+        int[] prompt = [.. first.Tokens.AsSpan(0, 40), 5, 6, 7];
+
+        // The same tokens with another adapter, or with none: KV computed with adapter 1 is not theirs.
+        foreach (var adapter in new[] { 2, 0 })
+        {
+            var other = Sequence(model.Tokenizer, prompt, maxTokens: 1, adapter: adapter);
+            scheduler.Enqueue(other);
+            var plan = scheduler.Schedule();
+            Assert.Equal(0, other.CachedPromptTokens);
+            Assert.Empty(plan.Copies);
+            Assert.Equal(new PlanRow(other, 0, 0, 43, 1, Prefill: true), plan.Rows[0]);
+            Apply(scheduler, plan);
+        }
+
+        var same = Sequence(model.Tokenizer, prompt, maxTokens: 1, adapter: 1);
+        scheduler.Enqueue(same);
+        scheduler.Schedule();
+        Assert.Equal(layout == "dense" ? 40 : 32, same.CachedPromptTokens);
+    }
+
+    [Fact]
+    public void A_running_slot_of_another_adapter_is_not_copied_from()
+    {
+        var scheduler = Create(Layout("dense", blocks: 64));
+        var running = Sequence(model.Tokenizer, EngineFixture.Prompt(64, 71), maxTokens: 20, adapter: 2);
+        scheduler.Enqueue(running);
+        Apply(scheduler, scheduler.Schedule());
+
+        var other = Sequence(model.Tokenizer, [.. running.Tokens.AsSpan(0, 64), 9, 10, 11], maxTokens: 2, adapter: 1);
+        scheduler.Enqueue(other);
+        var plan = scheduler.Schedule();
+        Assert.Empty(plan.Copies);
+        Assert.Equal(0, other.CachedPromptTokens);
+    }
+
     [Fact]
     public void A_prompt_sharing_a_running_slots_prefix_gets_it_copied_before_the_runs()
     {

@@ -83,9 +83,12 @@ internal static class SchedulerParts
 
     private static long _ids;
 
-    public static Sequence Sequence(Tokenizer.Tokenizer tokenizer, int[] prompt, int maxTokens = 50, int priority = 0, SamplingParameters? sampling = null)
+    public static Sequence Sequence(Tokenizer.Tokenizer tokenizer, int[] prompt, int maxTokens = 50, int priority = 0, SamplingParameters? sampling = null, int adapter = 0)
     {
-        var request = new GenerationRequest { PromptTokens = prompt, MaxTokens = maxTokens, IgnoreEos = true, Priority = priority, Sampling = sampling ?? SamplingParameters.Greedy };
+        var request = new GenerationRequest
+        {
+            PromptTokens = prompt, MaxTokens = maxTokens, IgnoreEos = true, Priority = priority, Sampling = sampling ?? SamplingParameters.Greedy, AdapterId = adapter,
+        };
         return new Sequence(Interlocked.Increment(ref _ids), request, prompt, [], new Sampler(request.Sampling, tokenizer.VocabSize, prompt),
             tokenizer.CreateStreamingDetokenizer(skipSpecialTokens: true), new GenerationOutput(maxTokens, 0), 0, default);
     }

@@ -66,6 +66,22 @@ public sealed class SseTests
     }
 
     [Fact]
+    public async Task Several_model_names_are_sent_in_turn_request_by_request()
+    {
+        using var handler = new FakeHandler(HttpStatusCode.OK, Stream, pieceSize: 64);
+        await using var target = new OpenAiHttpTarget(new Uri("http://fake.test"), "base, sql,docs", null, handler);
+        var sent = new List<string>();
+        for (var i = 0; i < 5; i++)
+        {
+            using var body = JsonDocument.Parse(await target.Body(new LoadRequest { Prompt = "x", MaxTokens = 1 }).ReadAsStringAsync());
+            sent.Add(body.RootElement.GetProperty("model").GetString()!);
+        }
+        Assert.Equal(["base", "sql", "docs", "base", "sql"], sent);
+        Assert.Throws<ArgumentException>(() => new ModelNames(" , "));
+        Assert.Null(new ModelNames(null).Next());
+    }
+
+    [Fact]
     public async Task The_http_target_reads_a_whole_stream_in_small_pieces()
     {
         using var handler = new FakeHandler(HttpStatusCode.OK, Stream, pieceSize: 5);

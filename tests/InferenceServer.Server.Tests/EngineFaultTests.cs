@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json;
 using InferenceServer.Client;
+using InferenceServer.Engine;
 using InferenceServer.Protocol;
 using Grpc.Health.V1;
 
@@ -39,6 +40,8 @@ public sealed class EngineFaultTests(ServerFixture fixture)
         Assert.Equal((int)GrpcStatus.Internal, failed.Status);
         Assert.DoesNotContain("secret", failed.Message, StringComparison.Ordinal);
 
+        // The engine fails its requests before its loop ends, and the state turns when the loop has ended.
+        await WaitForFaultedAsync(server.State);
         Assert.Equal(ServingState.Faulted, server.State.State);
         using (var health = await server.Client.GetAsync("/health"))
         {
@@ -50,5 +53,61 @@ public sealed class EngineFaultTests(ServerFixture fixture)
             await HttpTest.AssertErrorAsync(refused, HttpStatusCode.ServiceUnavailable, "service_unavailable");
         var snapshot = server.Model.Engine.Snapshot;
         Assert.Equal((0, 0, 0), (snapshot.Running, snapshot.Waiting, snapshot.UsedBlocks));
+    }
+
+    [Fact]
+    public async Task A_failing_engine_stops_only_its_model_and_health_says_degraded_until_every_model_has_failed()
+    {
+        var (failing, failingDecoder) = SlowModel("failing");
+        var (steady, steadyDecoder) = SlowModel("steady");
+        await using var models = new ServedModels([failing, steady]);
+        var state = new ServerState { State = ServingState.Serving };
+        await using var server = await SecondServer.StartAsync(SecondServer.OptionsLike(fixture.Options), models, state);
+        using var grpc = new InferenceClient(server.GrpcAddress);
+
+        failingDecoder.FailingStep = failingDecoder.Steps + 1;
+        using (var response = await server.Client.PostAsync("/v1/completions", HttpTest.Json("{\"model\": \"failing\", \"prompt\": \"abc\", \"max_tokens\": 4}")))
+            await HttpTest.AssertErrorAsync(response, HttpStatusCode.InternalServerError, "internal_error");
+        await failing.Engine.Stopped;
+
+        // The failed model answers 503; the other one serves on, and health says which one failed.
+        using (var response = await server.Client.PostAsync("/v1/completions", HttpTest.Json("{\"model\": \"failing\", \"prompt\": \"abc\", \"max_tokens\": 2}")))
+            await HttpTest.AssertErrorAsync(response, HttpStatusCode.ServiceUnavailable, "service_unavailable");
+        var served = await HttpTest.PostOkAsync(server.Client, "/v1/completions", "{\"model\": \"steady\", \"prompt\": \"abc\", \"max_tokens\": 2}");
+        Assert.Equal("aa", served.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.Equal(ServingState.Serving, state.State);
+        using (var health = await server.Client.GetAsync("/health"))
+        {
+            Assert.Equal(HttpStatusCode.OK, health.StatusCode);
+            var body = await HttpTest.ReadJsonAsync(health);
+            Assert.Equal("degraded", body.GetProperty("status").GetString());
+            Assert.Equal(["failing"], body.GetProperty("faulted_models").EnumerateArray().Select(e => e.GetString()));
+        }
+        Assert.Equal(HealthCheckResponse.Types.ServingStatus.Serving, (await grpc.CheckHealthAsync()).Status);
+
+        // The last one fails too: nothing can be served.
+        steadyDecoder.FailingStep = steadyDecoder.Steps + 1;
+        using (var response = await server.Client.PostAsync("/v1/completions", HttpTest.Json("{\"model\": \"steady\", \"prompt\": \"abc\", \"max_tokens\": 4}")))
+            await HttpTest.AssertErrorAsync(response, HttpStatusCode.InternalServerError, "internal_error");
+        await steady.Engine.Stopped;
+        await WaitForFaultedAsync(state);
+        Assert.Equal(ServingState.Faulted, state.State);
+        using (var health = await server.Client.GetAsync("/health"))
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, health.StatusCode);
+        foreach (var model in models.Bases)
+            await ServerFixture.AssertIdleAsync(model.Engine);
+    }
+
+    private static async Task WaitForFaultedAsync(ServerState state)
+    {
+        for (var i = 0; i < 300 && state.State != ServingState.Faulted; i++)
+            await Task.Delay(10);
+    }
+
+    private (ServedModel Model, SlowDecoder Decoder) SlowModel(string name)
+    {
+        var decoder = new SlowDecoder(2, fixture.Model.ContextLength, ServerFixture.VocabSize, 'a', TimeSpan.FromMilliseconds(1));
+        var engine = new InferenceEngine(decoder, fixture.Model.Tokenizer, new EngineOptions { EosTokenIds = [ServerFixture.EndOfText] });
+        return (new ServedModel(name, fixture.Model.Folder, fixture.Model.Tokenizer, engine, 2), decoder);
     }
 }

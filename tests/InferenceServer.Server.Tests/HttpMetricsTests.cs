@@ -137,7 +137,7 @@ public sealed class HttpMetricsTests(ServerFixture fixture) : IDisposable
         var finished = meter.CreateCounter<long>("inference.requests.finished");
         var latency = meter.CreateHistogram<double>("inference.inter_token_latency", "s");
         using var factory = new MeterFactory();
-        using var export = new MetricsExport(meter, "m", factory);
+        using var export = new MetricsExport([(meter, "m")], factory);
         var length = new KeyValuePair<string, object?>("finished_reason", "length");
 
         void Record(int times)

@@ -116,10 +116,15 @@ internal sealed class SecondServer : IAsyncDisposable
     /// <param name="configuration">Host configuration (e.g. Kestrel certificates).</param>
     /// <param name="handler">The handler the HTTP client uses (e.g. one that trusts a test certificate).</param>
     /// <param name="logs">Where the server's log entries go (besides the console, at the options' level).</param>
-    public static async Task<SecondServer> StartAsync(ServerOptions options, ServedModel model, ServerState state,
+    public static Task<SecondServer> StartAsync(ServerOptions options, ServedModel model, ServerState state,
+        Microsoft.Extensions.Configuration.IConfiguration? configuration = null, HttpMessageHandler? handler = null, LogCapture? logs = null) =>
+        StartAsync(options, new ServedModels(model), state, configuration, handler, logs);
+
+    /// <inheritdoc cref="StartAsync(ServerOptions, ServedModel, ServerState, Microsoft.Extensions.Configuration.IConfiguration?, HttpMessageHandler?, LogCapture?)"/>
+    public static async Task<SecondServer> StartAsync(ServerOptions options, ServedModels models, ServerState state,
         Microsoft.Extensions.Configuration.IConfiguration? configuration = null, HttpMessageHandler? handler = null, LogCapture? logs = null)
     {
-        var app = ServerHost.Build(options, model, state, configuration, logs is null ? null : logging => logging.AddProvider(logs));
+        var app = ServerHost.Build(options, models, state, configuration, logs is null ? null : logging => logging.AddProvider(logs));
         await app.StartAsync();
         return new SecondServer(app, options, handler);
     }

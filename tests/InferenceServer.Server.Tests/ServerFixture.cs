@@ -97,7 +97,7 @@ public sealed class ServerFixture : IAsyncLifetime
     public const string ChatTemplate =
         "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
-    private static readonly string TokenizerConfigJson = System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string>
+    internal static readonly string TokenizerConfigJson = System.Text.Json.JsonSerializer.Serialize(new Dictionary<string, string>
     {
         ["chat_template"] = ChatTemplate,
         ["bos_token"] = "<|endoftext|>",
@@ -112,7 +112,7 @@ public sealed class ServerFixture : IAsyncLifetime
     }
 
     // A byte-level vocabulary: the 256 byte tokens, then the special tokens; no merges.
-    private static string TokenizerJson()
+    internal static string TokenizerJson()
     {
         var json = new StringBuilder("{\"model\": {\"type\": \"BPE\", \"vocab\": {");
         for (var b = 0; b < 256; b++)

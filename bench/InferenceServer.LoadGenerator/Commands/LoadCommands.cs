@@ -29,7 +29,7 @@ internal static class LoadCommands
         Description = "A model folder (for inprocess, runner, --reference and exact prompt lengths) or, for a server, the model name to send.",
     };
 
-    private static readonly Option<string?> ModelName = new("--model-name") { Description = "The \"model\" field to send (default: --model unless it is a folder; our server needs none)." };
+    private static readonly Option<string?> ModelName = new("--model-name") { Description = "The \"model\" field to send (default: --model unless it is a folder; our server needs none); several, comma-separated, are sent in turn, request by request (models or adapters of one server mixed evenly)." };
     private static readonly Option<string?> ApiKey = new("--api-key") { Description = "Sent as Authorization: Bearer KEY (gRPC: authorization metadata)." };
     private static readonly Option<string?> Admin = new("--admin") { Description = "Our server's HTTP root (http://HOST:PORT): GET /admin/engine before and after each level, for server-side cancellation figures." };
     private static readonly Option<string?> Tokenizer = new("--tokenizer") { Description = "tokenizer.json (or a folder with one) to cut prompts to exact token counts (default: the --model folder's)." };

@@ -8,14 +8,15 @@ namespace InferenceServer.LoadGenerator.Targets;
 public sealed class GrpcTarget : ILoadTarget
 {
     private readonly InferenceClient _client;
-    private readonly string? _model;
+    private readonly ModelNames _models;
 
     /// <param name="address">http://HOST:PORT (h2c) or https://HOST:PORT.</param>
+    /// <param name="model">The model field: a name, or names separated by commas sent in turn (<see cref="ModelNames"/>).</param>
     public GrpcTarget(Uri address, string? model, string? apiKey)
     {
         ArgumentNullException.ThrowIfNull(address);
         _client = new InferenceClient(address, apiKey);
-        _model = model;
+        _models = new ModelNames(model);
         Address = $"{(address.Scheme == Uri.UriSchemeHttps ? "grpcs" : "grpc")}://{address.Authority}";
     }
 
@@ -27,7 +28,7 @@ public sealed class GrpcTarget : ILoadTarget
         ArgumentNullException.ThrowIfNull(request);
         var message = new GenerateRequest
         {
-            Model = _model ?? "",
+            Model = _models.Next() ?? "",
             MaxTokens = request.MaxTokens,
             Temperature = (float)request.Temperature,
         };

@@ -14,10 +14,11 @@ public sealed class OpenAiHttpTarget : ILoadTarget
 {
     private readonly HttpClient _http;
     private readonly Uri _completions;
-    private readonly string? _model;
+    private readonly ModelNames _models;
     private readonly string? _apiKey;
 
     /// <param name="baseAddress">The server's root (http://HOST:PORT) or its /v1 folder.</param>
+    /// <param name="model">The model field: a name, or names separated by commas sent in turn (<see cref="ModelNames"/>).</param>
     public OpenAiHttpTarget(Uri baseAddress, string? model, string? apiKey, HttpMessageHandler? handler = null)
     {
         ArgumentNullException.ThrowIfNull(baseAddress);
@@ -27,7 +28,7 @@ public sealed class OpenAiHttpTarget : ILoadTarget
         };
         var root = baseAddress.AbsoluteUri.EndsWith('/') ? baseAddress : new Uri(baseAddress.AbsoluteUri + "/");
         _completions = new Uri(root, root.AbsolutePath.EndsWith("/v1/", StringComparison.Ordinal) ? "completions" : "v1/completions");
-        _model = model;
+        _models = new ModelNames(model);
         _apiKey = apiKey;
         Address = baseAddress.AbsoluteUri.TrimEnd('/');
     }
@@ -106,8 +107,8 @@ public sealed class OpenAiHttpTarget : ILoadTarget
         using (var json = new Utf8JsonWriter(output))
         {
             json.WriteStartObject();
-            if (!string.IsNullOrEmpty(_model))
-                json.WriteString("model", _model);
+            if (_models.Next() is { } model)
+                json.WriteString("model", model);
             json.WriteString("prompt", request.Prompt);
             if (request.Suffix is { } suffix)
                 json.WriteString("suffix", suffix);

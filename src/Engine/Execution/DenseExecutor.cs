@@ -18,6 +18,7 @@ internal sealed class DenseExecutor : IStepExecutor
     private readonly int _vocab;
     private readonly SequenceStep[] _steps;
     private readonly int[] _stepTokens;
+    private readonly int[] _stepAdapters; // per run row: its sequence's adapter (0: none)
     private readonly int[] _rowBySlot;   // plan row that a slot runs this iteration, else -1
     private readonly int[] _lastRowOf;   // per plan row: its row in the decode run, or -1
     private readonly float[] _copied;    // per plan row: logits copied out of a prefill run
@@ -32,6 +33,8 @@ internal sealed class DenseExecutor : IStepExecutor
         MaxStepTokens = maxStepTokens;
         _steps = new SequenceStep[model.Slots];
         _stepTokens = new int[Math.Max(model.Slots, maxStepTokens)];
+        _stepAdapters = new int[model.Slots];
+        AdapterCount = model.AdapterCount;
         _rowBySlot = new int[model.Slots];
         _lastRowOf = new int[model.Slots];
         _copied = new float[model.Slots * _vocab];
@@ -41,6 +44,7 @@ internal sealed class DenseExecutor : IStepExecutor
     public int MaxStepTokens { get; }
     public bool DecodesRunApart => true;
     public int ReducedTopK => 0;
+    public int AdapterCount { get; }
 
     public StepResult Execute(IterationPlan plan)
     {
@@ -82,11 +86,12 @@ internal sealed class DenseExecutor : IStepExecutor
             {
                 var member = rows[_rowBySlot[slot + g]];
                 _steps[g] = new SequenceStep(member.PastLength, member.TokenCount);
+                _stepAdapters[g] = member.Sequence.AdapterId;
                 plan.Tokens.Slice(member.TokenOffset, member.TokenCount).CopyTo(_stepTokens.AsSpan(written));
                 written += member.TokenCount;
             }
             var started = Stopwatch.GetTimestamp();
-            var logits = _model.Step(slot, _steps.AsSpan(0, group), _stepTokens.AsSpan(0, written));
+            var logits = _model.Step(slot, _steps.AsSpan(0, group), _stepTokens.AsSpan(0, written), Adapters(group));
             prefill += Stopwatch.GetElapsedTime(started);
             prefillTokens += written;
             for (var g = 0; g < group; g++)
@@ -102,7 +107,10 @@ internal sealed class DenseExecutor : IStepExecutor
         var last = ReadOnlySpan<float>.Empty;
         if (lastDecodeSlot >= 0)
         {
-            // Slots in the range that do not decode get a scratch row that writes past their valid KV.
+            // Slots in the range that do not decode get a scratch row that writes past their valid KV,
+            // with the adapter of a decoding row: a batch whose rows share one adapter stays one
+            // adapter for the runner (its matrices gathered once), and a scratch row's output is unread.
+            var scratchAdapter = rows[_rowBySlot[lastDecodeSlot]].Sequence.AdapterId;
             for (var slot = 0; slot <= lastDecodeSlot; slot++)
             {
                 var r = _rowBySlot[slot];
@@ -110,20 +118,25 @@ internal sealed class DenseExecutor : IStepExecutor
                 {
                     _steps[slot] = new SequenceStep(rows[r].PastLength, 1);
                     _stepTokens[slot] = plan.Tokens[rows[r].TokenOffset];
+                    _stepAdapters[slot] = rows[r].Sequence.AdapterId;
                     _lastRowOf[r] = slot;
                 }
                 else
                 {
                     _steps[slot] = new SequenceStep(_kv.ScratchPosition(slot), 1);
                     _stepTokens[slot] = 0;
+                    _stepAdapters[slot] = scratchAdapter;
                 }
             }
             var started = Stopwatch.GetTimestamp();
-            last = _model.Step(0, _steps.AsSpan(0, lastDecodeSlot + 1), _stepTokens.AsSpan(0, lastDecodeSlot + 1));
+            last = _model.Step(0, _steps.AsSpan(0, lastDecodeSlot + 1), _stepTokens.AsSpan(0, lastDecodeSlot + 1), Adapters(lastDecodeSlot + 1));
             decode = Stopwatch.GetElapsedTime(started);
         }
         return new StepResult(_vocab, _copied, last, _lastRowOf.AsSpan(0, rows.Length), new StepTimes(prefillTokens, prefill, decode));
     }
+
+    // A model without adapters gets the plain step (an empty span).
+    private ReadOnlySpan<int> Adapters(int rows) => AdapterCount == 0 ? default : _stepAdapters.AsSpan(0, rows);
 
     private static bool IsWholeFreshPrompt(PlanRow row) => row.PastLength == 0 && row.TokenCount > 1 && row.LogitsCount > 0;
 }

@@ -23,6 +23,9 @@ internal interface IStepExecutor
     /// </summary>
     bool DecodesRunApart { get; }
 
+    /// <summary>Adapters the model has loaded: a request may name ids 1 to this (0: none; the paged runners take none).</summary>
+    int AdapterCount => 0;
+
     /// <summary>Runs the plan's KV copies and rows; the result is valid until the next call.</summary>
     StepResult Execute(IterationPlan plan);
 }

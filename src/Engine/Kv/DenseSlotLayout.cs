@@ -36,7 +36,7 @@ internal sealed class DenseSlotLayout : KvLayout
     public override bool TryAdmit(Sequence sequence, IterationPlan plan)
     {
         var tokens = sequence.Tokens.AsSpan(0, sequence.Length);
-        var (source, common) = _kv.LongestPrefix(tokens);
+        var (source, common) = _kv.LongestPrefix(tokens, sequence.AdapterId);
         // Keep at least the last token to compute: its logits give the next token.
         var reuse = Math.Min(common, sequence.Length - 1);
         var takeOver = reuse > 0 && !_kv.IsOwned(source);
@@ -59,7 +59,7 @@ internal sealed class DenseSlotLayout : KvLayout
             plan.Copies.Add(new KvCopy(source, slot, reuse));
             _kv.CopyTokens(source, slot, reuse);
         }
-        _kv.Take(slot, reuse, sequence.Length + 1);
+        _kv.Take(slot, reuse, sequence.Length + 1, sequence.AdapterId);
         sequence.KvIndex = slot;
         sequence.Computed = reuse;
         _bySlot[slot] = sequence;

@@ -17,6 +17,7 @@ internal sealed class KvSlots
     private readonly long[] _lastUsed;     // per slot: for least-recently-used eviction of cached slots
     private readonly bool[] _owned;        // per slot: a running sequence owns it
     private readonly int[] _reserved;      // per owned slot: tokens its blocks are held for (at least its length)
+    private readonly int[] _adapter;       // per slot: the adapter its KV was computed with (0: none)
     private long _clock;
 
     public KvSlots(int slots, int capacity, int blockTokens, int totalBlocks)
@@ -31,6 +32,7 @@ internal sealed class KvSlots
         _lastUsed = new long[slots];
         _owned = new bool[slots];
         _reserved = new int[slots];
+        _adapter = new int[slots];
     }
 
     public int Capacity { get; }
@@ -80,12 +82,18 @@ internal sealed class KvSlots
     /// <summary>Holds blocks for <paramref name="tokens"/> tokens in an owned slot (the caller checked they are free).</summary>
     public void Reserve(int slot, int tokens) => _reserved[slot] = Math.Max(_reserved[slot], tokens);
 
-    /// <summary>The slot whose KV shares the longest prefix with <paramref name="prompt"/> (owned or cached), and that length.</summary>
-    public (int Slot, int Length) LongestPrefix(ReadOnlySpan<int> prompt)
+    /// <summary>
+    /// The slot whose KV shares the longest prefix with <paramref name="prompt"/> (owned or cached),
+    /// and that length. Only slots computed with the same <paramref name="adapter"/> count: KV an
+    /// adapter computed differs from the base model's and from another adapter's.
+    /// </summary>
+    public (int Slot, int Length) LongestPrefix(ReadOnlySpan<int> prompt, int adapter)
     {
         var best = (-1, 0);
         for (var s = 0; s < _lengths.Length; s++)
         {
+            if (_adapter[s] != adapter)
+                continue;
             var common = _tokens[s].AsSpan(0, _lengths[s]).CommonPrefixLength(prompt);
             // On a tie a cached slot wins: it can be taken over instead of copied.
             var better = common > best.Item2 || (common == best.Item2 && common > 0 && !_owned[s] && _owned[best.Item1]);
@@ -128,11 +136,12 @@ internal sealed class KvSlots
     }
 
     /// <summary>
-    /// A sequence takes a slot: its KV is valid for the first <paramref name="keepLength"/> tokens
-    /// already there, and blocks are held for <paramref name="reserveTokens"/>.
+    /// A sequence of <paramref name="adapter"/> takes a slot: its KV is valid for the first
+    /// <paramref name="keepLength"/> tokens already there, and blocks are held for <paramref name="reserveTokens"/>.
     /// </summary>
-    public void Take(int slot, int keepLength, int reserveTokens)
+    public void Take(int slot, int keepLength, int reserveTokens, int adapter)
     {
+        _adapter[slot] = adapter;
         _owned[slot] = true;
         _lengths[slot] = keepLength;
         _reserved[slot] = reserveTokens;

@@ -43,7 +43,7 @@ internal sealed class PagedBlockLayout : KvLayout
             return false;
         var index = _freeTables[_freeCount - 1];
         var blocks = _tables[index];
-        var reused = _kv.AttachPrefix(blocks, sequence.Tokens.AsSpan(0, sequence.Length));
+        var reused = _kv.AttachPrefix(blocks, sequence.Tokens.AsSpan(0, sequence.Length), sequence.AdapterId);
         if (!_kv.EnsureCapacity(blocks, sequence.Length + 1))
         {
             _kv.Release(blocks);

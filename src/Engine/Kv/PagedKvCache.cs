@@ -102,13 +102,16 @@ public sealed class PagedKvCache
     /// <summary>
     /// Gives an empty sequence the cached blocks that hold the longest prefix of
     /// <paramref name="prompt"/>, whole blocks only and never the prompt's last token (its logits
-    /// are needed, so it is computed). Returns the tokens whose KV is already there.
+    /// are needed, so it is computed). Returns the tokens whose KV is already there. The chain of
+    /// hashes starts from <see cref="AdapterSeed"/>(<paramref name="adapter"/>), so blocks computed
+    /// with one adapter are never found by a prompt of another (or of the base model).
     /// </summary>
-    public int AttachPrefix(PagedSequence sequence, ReadOnlySpan<int> prompt)
+    public int AttachPrefix(PagedSequence sequence, ReadOnlySpan<int> prompt, int adapter = 0)
     {
         ArgumentNullException.ThrowIfNull(sequence);
         if (sequence.BlockCount != 0)
             throw new InvalidOperationException("the sequence already holds blocks");
+        sequence.ChainHash = AdapterSeed(adapter);
         var limit = Math.Min((prompt.Length - 1) / BlockTokens, sequence.MaxBlocks);
         for (var i = 0; i < limit; i++)
         {
@@ -254,6 +257,9 @@ public sealed class PagedKvCache
         else
             _lruPrev[next] = prev;
     }
+
+    /// <summary>Where a sequence's chain of block hashes starts: 0 for the base model, a mix of the id for an adapter.</summary>
+    internal static ulong AdapterSeed(int adapter) => adapter == 0 ? 0 : Mix((ulong)(uint)adapter * 0x9E3779B97F4A7C15UL);
 
     // 64-bit mix of the previous block's hash and this block's tokens (splitmix64 finalizer per word).
     private static ulong ChainHash(ulong previous, ReadOnlySpan<int> tokens)

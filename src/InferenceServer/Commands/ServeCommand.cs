@@ -17,7 +17,12 @@ namespace InferenceServer.Commands;
 /// </summary>
 internal static partial class ServeCommand
 {
-    private static readonly Setting<string> Model = new("model", "Model folder (genai_config.json, tokenizer.json, model.onnx).", ModelOption.DefaultPath, "-m");
+    private static readonly Setting<string[]> Model = new("model",
+        "Model folder (genai_config.json, tokenizer.json, model.onnx); repeatable: each model gets its own engine and an even share of --kv-cache-bytes, and a request's model field picks one by its folder's name (none: the first).",
+        [ModelOption.DefaultPath], "-m");
+    private static readonly Setting<string[]> Adapter = new("adapter",
+        "LoRA adapter served as NAME, from PATH (a folder build-model --lora-input wrote), on the first model or on MODEL (a served folder's name): NAME=PATH or MODEL:NAME=PATH; repeatable. A request names it as its model. Without any, a base built with --lora-targets serves every adapter in its adapters/ folder.",
+        [], plural: "adapters");
     private static readonly Setting<string> Host = new("host", "Address to bind (both ports).", "127.0.0.1");
     private static readonly Setting<int> HttpPort = new("http-port", "OpenAI-style HTTP port.", ServerOptions.DefaultHttpPort);
     private static readonly Setting<int> GrpcPort = new("grpc-port", "gRPC port (HTTP/2).", ServerOptions.DefaultGrpcPort);
@@ -25,7 +30,7 @@ internal static partial class ServeCommand
     private static readonly Setting<string> Device = new("device", "cpu (the dense graph on ONNX Runtime's CPU provider) or cuda (the CUDA provider, from a build with -p:OrtCuda=true: a paged folder, whose KV pool takes --kv-cache-bytes or else 90% of the GPU memory left free, or a dense float16 folder, --max-batch KV slots on the device).", "cpu");
     private static readonly Setting<int> MaxBatch = new("max-batch", "Sequences served at once (KV slots on the CPU, block table rows on CUDA).", 8);
     private static readonly Setting<int> ContextLength = new("context-length", "Tokens per sequence (0: the model's context length).", 0);
-    private static readonly Setting<long> KvCacheBytes = new("kv-cache-bytes", "KV cache budget in bytes (0: all slots on the CPU, 90% of the free GPU memory on CUDA).", 0L);
+    private static readonly Setting<long> KvCacheBytes = new("kv-cache-bytes", "KV cache budget in bytes, split evenly between the models (0: all slots on the CPU, 90% of the free GPU memory on CUDA, where several models must give one).", 0L);
     private static readonly Setting<int> MaxWaiting = new("max-waiting", "Requests that may wait; more are refused (RESOURCE_EXHAUSTED / 429).", 256);
     private static readonly Setting<int> IterationBudgetMs = new("iteration-budget-ms",
         "Time one engine iteration should take at most, in ms: long prompts are computed in chunks sized from the measured cost of recent steps, so running sequences' next tokens and cancellations wait at most about this long (0: chunks by tokens alone).",
@@ -43,7 +48,7 @@ internal static partial class ServeCommand
 
     public static IEnumerable<Option> Options =>
     [
-        ConfigurationFile.Option, Model.Option, Device.Option, Host.Option, HttpPort.Option, GrpcPort.Option, Tls.Option, MaxBatch.Option,
+        ConfigurationFile.Option, Model.Option, Adapter.Option, Device.Option, Host.Option, HttpPort.Option, GrpcPort.Option, Tls.Option, MaxBatch.Option,
         ContextLength.Option, KvCacheBytes.Option, MaxWaiting.Option, IterationBudgetMs.Option, Threads.Option, ApiKeys.Option, MaxMessageBytes.Option, GraceSeconds.Option,
         MaxStopStrings.Option, MaxStopBytes.Option, MaxPriority.Option,
         LogLevelSetting.Option,
@@ -62,7 +67,8 @@ internal static partial class ServeCommand
     {
         IConfiguration file;
         ServerOptions options;
-        string modelPath;
+        string[] modelPaths;
+        AdapterOption[] adapters;
         int maxBatch, contextLength, threads;
         bool cuda;
         EngineOptions engine;
@@ -95,7 +101,17 @@ internal static partial class ServeCommand
             };
             if (options.HttpPort == options.GrpcPort)
                 throw new SettingException($"the HTTP and gRPC ports are both {options.HttpPort}; they must differ");
-            modelPath = Model.Resolve(parseResult, file);
+            modelPaths = Model.Resolve(parseResult, file);
+            if (modelPaths.Length == 0)
+                throw new SettingException("no model: pass --model DIR");
+            try
+            {
+                adapters = [.. Adapter.Resolve(parseResult, file).Select(AdapterOption.Parse)];
+            }
+            catch (ArgumentException e)
+            {
+                throw new SettingException(e.Message);
+            }
             cuda = Device.Resolve(parseResult, file) switch
             {
                 "cpu" => false,
@@ -122,12 +138,12 @@ internal static partial class ServeCommand
         }
         using var loggers = LoggerFactory.Create(logging => ServerLogging.Configure(logging, logLevel));
         var log = loggers.CreateLogger("InferenceServer.Serve");
-        ServedModel model;
+        ServedModels models;
         var loading = System.Diagnostics.Stopwatch.StartNew();
-        LoadingModel(log, modelPath, cuda ? "cuda" : "cpu");
+        LoadingModel(log, string.Join(", ", modelPaths), cuda ? "cuda" : "cpu");
         try
         {
-            model = CompositionRoot.LoadModel(modelPath, maxBatch, contextLength, threads, engine, cuda);
+            models = CompositionRoot.LoadModels(modelPaths, adapters.Length > 0 ? adapters : null, maxBatch, contextLength, threads, engine, cuda);
         }
         catch (Exception e) when (e is ModelLoadException or Tokenizer.TokenizerLoadException or ArgumentException)
         {
@@ -135,11 +151,17 @@ internal static partial class ServeCommand
             Console.Error.WriteLine("Pass --model DIR, or build a model folder with 'build-model'.");
             return 1;
         }
-        ModelLoaded(log, model.Name, loading.Elapsed.TotalSeconds, model.MaxBatch, model.ContextLength);
-        await using (model)
+        foreach (var model in models.All)
+        {
+            if (model.Parent is { } parent)
+                AdapterLoaded(log, model.Name, parent.Name);
+            else
+                ModelLoaded(log, model.Name, loading.Elapsed.TotalSeconds, model.MaxBatch, model.ContextLength);
+        }
+        await using (models)
         {
             var state = new ServerState();
-            var app = ServerHost.Build(options, model, state, file);
+            var app = ServerHost.Build(options, models, state, file);
             await using (app)
             {
                 try
@@ -154,11 +176,12 @@ internal static partial class ServeCommand
                 // /health says "loading" until the first steps have run.
                 var warming = System.Diagnostics.Stopwatch.StartNew();
                 WarmingUp(log);
-                await model.WarmUpAsync(cancellationToken);
+                foreach (var model in models.Bases)
+                    await model.WarmUpAsync(cancellationToken);
                 WarmedUp(log, warming.Elapsed.TotalMilliseconds);
                 state.State = ServingState.Serving;
                 var scheme = options.Tls ? "https" : "http";
-                Listening(log, model.Name, $"{scheme}://{options.Host}:{options.GrpcPort}", $"{scheme}://{options.Host}:{options.HttpPort}");
+                Listening(log, string.Join(", ", models.All.Select(m => m.Name)), $"{scheme}://{options.Host}:{options.GrpcPort}", $"{scheme}://{options.Host}:{options.HttpPort}");
                 // SIGTERM and Ctrl+C reach us through the host's lifetime (Program turns off the command line's own handling).
                 using var stopping = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, app.Lifetime.ApplicationStopping);
                 try
@@ -204,6 +227,9 @@ internal static partial class ServeCommand
 
     [LoggerMessage(EventId = 21, Level = LogLevel.Information, Message = "loaded {Model} in {Seconds:F1} s: {Slots} slots x {Context} tokens")]
     private static partial void ModelLoaded(ILogger logger, string model, double seconds, int slots, int context);
+
+    [LoggerMessage(EventId = 26, Level = LogLevel.Information, Message = "serving adapter {Adapter} on {Model}")]
+    private static partial void AdapterLoaded(ILogger logger, string adapter, string model);
 
     [LoggerMessage(EventId = 24, Level = LogLevel.Information, Message = "warming up: a first generation through the engine")]
     private static partial void WarmingUp(ILogger logger);

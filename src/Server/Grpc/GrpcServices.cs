@@ -19,10 +19,10 @@ namespace InferenceServer.Server.Grpc;
 /// </summary>
 internal static class GrpcServices
 {
-    public static void Add(IServiceCollection services, ServerOptions options, ServedModel model, ServerState state)
+    public static void Add(IServiceCollection services, ServerOptions options, ServedModels models, ServerState state)
     {
         services.AddSingleton(provider => new GrpcCallPolicy(options, state, provider.GetRequiredService<ILoggerFactory>()));
-        services.AddSingleton(new InferenceService(options, model));
+        services.AddSingleton(new InferenceService(options, models));
         services.AddSingleton(new ServingHealth(state));
         services.AddGrpc(grpc =>
         {

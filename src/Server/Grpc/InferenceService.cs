@@ -13,10 +13,10 @@ namespace InferenceServer.Server.Grpc;
 /// resets the stream, a passed deadline or the end of a shutdown's grace period ends the generation.
 /// </summary>
 [BindServiceMethod(typeof(InferenceService), nameof(BindService))]
-internal sealed class InferenceService(ServerOptions options, ServedModel model) : Inference.InferenceBase
+internal sealed class InferenceService(ServerOptions options, ServedModels models) : Inference.InferenceBase
 {
     private readonly ServerOptions _options = options;
-    private readonly ServedModel _model = model;
+    private readonly ServedModels _models = models;
 
     /// <summary>The service's descriptor, where reflection looks for it (beside <see cref="BindService"/>).</summary>
     public static ServiceDescriptor Descriptor => Inference.Descriptor;
@@ -75,7 +75,7 @@ internal sealed class InferenceService(ServerOptions options, ServedModel model)
 
     private GenerationOutput Submit(GenerateRequest request, CancellationToken cancellation)
     {
-        CheckModel(request.Model);
+        var model = _models.Find(request.Model, request.Adapter);
         PromptInput? input = request.InputCase switch
         {
             GenerateRequest.InputOneofCase.Prompt => new PromptInput.Text(request.Prompt),
@@ -95,18 +95,12 @@ internal sealed class InferenceService(ServerOptions options, ServedModel model)
             Seed = request.HasSeed ? request.Seed : null,
             Logprobs = request.Logprobs,
         };
-        var engineRequest = GenerationRequests.Build(_model, _options.Limits, input, sampling, request.MaxTokens == 0 ? null : request.MaxTokens,
+        var engineRequest = GenerationRequests.Build(model, _options.Limits, input, sampling, request.MaxTokens == 0 ? null : request.MaxTokens,
             [.. request.Stop], [.. request.StopTokenIds], request.Priority, request.RequestId, _options.DefaultMaxTokens,
             request.HasTokenHealing ? request.TokenHealing : null);
         if (request.IgnoreEos)
             engineRequest = engineRequest with { IgnoreEos = true };
-        return _model.Engine.Submit(engineRequest, cancellation);
-    }
-
-    private void CheckModel(string name)
-    {
-        if (name.Length > 0 && name != _model.Name)
-            throw new RequestException(RequestErrorCode.NotFound, $"model '{name}' is not served here (this server serves '{_model.Name}')");
+        return model.Engine.Submit(engineRequest, cancellation);
     }
 
     private static Protocol.FinishReason Map(Engine.FinishReason reason) => reason switch
@@ -136,43 +130,44 @@ internal sealed class InferenceService(ServerOptions options, ServedModel model)
 
     public override Task<TokenizeResponse> Tokenize(TokenizeRequest request, ServerCallContext context)
     {
-        CheckModel(request.Model);
+        var model = _models.Find(request.Model);
         var response = new TokenizeResponse();
-        response.TokenIds.Add(_model.Tokenizer.Encode(request.Text, request.AddSpecialTokens));
+        response.TokenIds.Add(model.Tokenizer.Encode(request.Text, request.AddSpecialTokens));
         return Task.FromResult(response);
     }
 
     public override Task<DetokenizeResponse> Detokenize(DetokenizeRequest request, ServerCallContext context)
     {
-        CheckModel(request.Model);
+        var model = _models.Find(request.Model);
         foreach (var id in request.TokenIds)
         {
-            if ((uint)id >= (uint)_model.Tokenizer.VocabSize)
-                throw new RequestException(RequestErrorCode.InvalidArgument, $"token id {id} is outside the vocabulary (0..{_model.Tokenizer.VocabSize - 1})");
+            if ((uint)id >= (uint)model.Tokenizer.VocabSize)
+                throw new RequestException(RequestErrorCode.InvalidArgument, $"token id {id} is outside the vocabulary (0..{model.Tokenizer.VocabSize - 1})");
         }
         var ids = request.TokenIds.ToArray();
-        return Task.FromResult(new DetokenizeResponse { Text = _model.Tokenizer.Decode(ids, request.SkipSpecialTokens) });
+        return Task.FromResult(new DetokenizeResponse { Text = model.Tokenizer.Decode(ids, request.SkipSpecialTokens) });
     }
 
     public override Task<ListModelsResponse> ListModels(ListModelsRequest request, ServerCallContext context)
     {
         var response = new ListModelsResponse();
-        response.Models.Add(Info());
+        foreach (var model in _models.All)
+            response.Models.Add(Info(model));
         return Task.FromResult(response);
     }
 
     public override Task<ModelInfo> GetModelInfo(GetModelInfoRequest request, ServerCallContext context)
     {
-        CheckModel(request.Model);
-        return Task.FromResult(Info());
+        return Task.FromResult(Info(_models.Find(request.Model)));
     }
 
-    private ModelInfo Info() => new()
+    private static ModelInfo Info(ServedModel model) => new()
     {
-        Name = _model.Name,
-        ContextLength = _model.ContextLength,
-        VocabSize = _model.VocabSize,
-        FimFamily = _model.Fim?.Family ?? "",
-        MaxBatch = _model.MaxBatch,
+        Name = model.Name,
+        ContextLength = model.ContextLength,
+        VocabSize = model.VocabSize,
+        FimFamily = model.Fim?.Family ?? "",
+        MaxBatch = model.MaxBatch,
+        Parent = model.Parent?.Name ?? "",
     };
 }

@@ -11,22 +11,22 @@ namespace InferenceServer.Server.Http;
 /// template writes any BOS), as transformers' apply_chat_template(tokenize=True) does. The rest, from
 /// validation to streaming, is shared with /v1/completions (<see cref="OpenAiGeneration"/>).
 /// </summary>
-internal sealed class ChatCompletionsEndpoint(ServerOptions options, ServedModel model, ServerState state)
+internal sealed class ChatCompletionsEndpoint(ServerOptions options, ServedModels models, ServerState state)
 {
-    private readonly OpenAiGeneration _generation = new(options, model);
+    private readonly OpenAiGeneration _generation = new(options, models);
 
     public Task HandleAsync(HttpContext context) =>
-        _generation.RunAsync(context, state, OpenAiJsonContext.Default.ChatCompletionRequest, "chatcmpl-", Prepare, (body, output, id, created) =>
+        _generation.RunAsync(context, state, OpenAiJsonContext.Default.ChatCompletionRequest, "chatcmpl-", Prepare, (body, output, id, created, model) =>
             body.Stream == true
-                ? StreamAsync(context, output, id, created, Logprobs(body), body.StreamOptions?.IncludeUsage == true)
-                : CompleteAsync(context, output, id, created, Logprobs(body)));
+                ? StreamAsync(context, model, output, id, created, Logprobs(body), body.StreamOptions?.IncludeUsage == true)
+                : CompleteAsync(context, model, output, id, created, Logprobs(body)));
 
     /// <summary>How many alternatives per token to report: none without logprobs: true.</summary>
     private static int? Logprobs(ChatCompletionRequest body) => body.Logprobs == true ? body.TopLogprobs ?? 0 : null;
 
-    private GenerationRequest Prepare(ChatCompletionRequest body, string id)
+    private GenerationRequest Prepare(ChatCompletionRequest body, string id, ServedModel model)
     {
-        _generation.CheckCommon(body);
+        OpenAiGeneration.CheckCommon(body);
         if (body.TopLogprobs is { } top && (top < 0 || top > LogprobsBuilder.MaxLogprobs))
             throw HttpApiException.BadRequest($"top_logprobs must be between 0 and {LogprobsBuilder.MaxLogprobs}, got {top}", "top_logprobs");
         if (body.TopLogprobs is not null && body.Logprobs != true)
@@ -54,10 +54,10 @@ internal sealed class ChatCompletionsEndpoint(ServerOptions options, ServedModel
         var ids = model.Tokenizer.Encode(prompt, addSpecialTokens: false, parseSpecialTokens: true);
         if (ids.Length == 0)
             throw HttpApiException.BadRequest("the chat template rendered these messages as an empty prompt", "messages");
-        return _generation.Build(body, new PromptInput.TokenIds(ids), id, Logprobs(body), body.MaxCompletionTokens ?? body.MaxTokens, tokenHealing: false);
+        return _generation.Build(model, body, new PromptInput.TokenIds(ids), id, Logprobs(body), body.MaxCompletionTokens ?? body.MaxTokens, tokenHealing: false);
     }
 
-    private async Task CompleteAsync(HttpContext context, GenerationOutput output, string id, long created, int? logprobs)
+    private static async Task CompleteAsync(HttpContext context, ServedModel model, GenerationOutput output, string id, long created, int? logprobs)
     {
         if (await OpenAiGeneration.CollectAsync(context, output).ConfigureAwait(false) is not { } result)
             return;
@@ -85,7 +85,7 @@ internal sealed class ChatCompletionsEndpoint(ServerOptions options, ServedModel
     /// piece of text, then one with an empty delta and the finish_reason, then (stream_options.include_usage)
     /// one with no choices and the usage; then data: [DONE].
     /// </summary>
-    private Task StreamAsync(HttpContext context, GenerationOutput output, string id, long created, int? logprobs, bool includeUsage)
+    private static Task StreamAsync(HttpContext context, ServedModel model, GenerationOutput output, string id, long created, int? logprobs, bool includeUsage)
     {
         var builder = logprobs is { } k ? new LogprobsBuilder(model.Tokenizer, k) : null;
         var first = true;
@@ -95,7 +95,7 @@ internal sealed class ChatCompletionsEndpoint(ServerOptions options, ServedModel
                 var hasLogprobs = builder is not null && e.Logprobs is { Count: > 0 };
                 if (e.Text.Length == 0 && !hasLogprobs && !first)
                     return null;
-                var chunk = Chunk(id, created, new ChatChoice
+                var chunk = Chunk(model.Name, id, created, new ChatChoice
                 {
                     Delta = new ChatMessageBody { Role = first ? "assistant" : null, Content = e.Text },
                     Logprobs = hasLogprobs ? ChatLogprobsOf(builder!.Build(e.Logprobs!), logprobs!.Value) : null,
@@ -103,24 +103,24 @@ internal sealed class ChatCompletionsEndpoint(ServerOptions options, ServedModel
                 first = false;
                 return chunk;
             },
-            e => Finish(id, created, e, includeUsage));
+            e => Finish(model.Name, id, created, e, includeUsage));
     }
 
-    private IEnumerable<ChatCompletionResponse> Finish(string id, long created, GenerationEvent e, bool includeUsage)
+    private static IEnumerable<ChatCompletionResponse> Finish(string modelName, string id, long created, GenerationEvent e, bool includeUsage)
     {
-        yield return Chunk(id, created, new ChatChoice { Delta = new ChatMessageBody(), FinishReason = OpenAiGeneration.FinishName(e.FinishReason!.Value) });
+        yield return Chunk(modelName, id, created, new ChatChoice { Delta = new ChatMessageBody(), FinishReason = OpenAiGeneration.FinishName(e.FinishReason!.Value) });
         if (includeUsage)
         {
             yield return new ChatCompletionResponse
             {
-                Id = id, Object = "chat.completion.chunk", Created = created, Model = model.Name, Choices = [],
+                Id = id, Object = "chat.completion.chunk", Created = created, Model = modelName, Choices = [],
                 Usage = OpenAiGeneration.UsageOf(e.Usage!.Value),
             };
         }
     }
 
-    private ChatCompletionResponse Chunk(string id, long created, ChatChoice choice) =>
-        new() { Id = id, Object = "chat.completion.chunk", Created = created, Model = model.Name, Choices = [choice] };
+    private static ChatCompletionResponse Chunk(string modelName, string id, long created, ChatChoice choice) =>
+        new() { Id = id, Object = "chat.completion.chunk", Created = created, Model = modelName, Choices = [choice] };
 
     /// <summary>The chat form of the legacy logprobs: per token its text, logprob, UTF-8 bytes and the top <paramref name="top"/>.</summary>
     private static ChatLogprobs ChatLogprobsOf(CompletionLogprobs legacy, int top)

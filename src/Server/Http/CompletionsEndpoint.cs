@@ -4,20 +4,20 @@ using Microsoft.AspNetCore.Http;
 namespace InferenceServer.Server.Http;
 
 /// <summary>POST /v1/completions: OpenAI's legacy completions, whole or as server-sent events.</summary>
-internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel model, ServerState state)
+internal sealed class CompletionsEndpoint(ServerOptions options, ServedModels models, ServerState state)
 {
-    private readonly OpenAiGeneration _generation = new(options, model);
+    private readonly OpenAiGeneration _generation = new(options, models);
 
     public Task HandleAsync(HttpContext context) =>
-        _generation.RunAsync(context, state, OpenAiJsonContext.Default.CompletionRequest, "cmpl-", Prepare, (body, output, id, created) =>
+        _generation.RunAsync(context, state, OpenAiJsonContext.Default.CompletionRequest, "cmpl-", Prepare, (body, output, id, created, model) =>
             body.Stream == true
-                ? StreamAsync(context, output, id, created, body.Logprobs, body.StreamOptions?.IncludeUsage == true)
-                : CompleteAsync(context, output, id, created, body.Logprobs));
+                ? StreamAsync(context, model, output, id, created, body.Logprobs, body.StreamOptions?.IncludeUsage == true)
+                : CompleteAsync(context, model, output, id, created, body.Logprobs));
 
     /// <summary>The engine request, with the same shared validation as gRPC; OpenAI's own limits checked first.</summary>
-    private GenerationRequest Prepare(CompletionRequest body, string id)
+    private GenerationRequest Prepare(CompletionRequest body, string id, ServedModel model)
     {
-        _generation.CheckCommon(body);
+        OpenAiGeneration.CheckCommon(body);
         if (body.BestOf is { } bestOf && bestOf != 1)
             throw HttpApiException.BadRequest($"best_of must be 1, got {bestOf}", "best_of");
         if (body.Echo == true)
@@ -33,10 +33,10 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
                 throw HttpApiException.BadRequest("suffix needs a text prompt (the prefix), not token ids", "suffix");
             prompt = new PromptInput.Infill(text.Value, suffix);
         }
-        return _generation.Build(body, prompt, id, body.Logprobs, body.MaxTokens, body.TokenHealing);
+        return _generation.Build(model, body, prompt, id, body.Logprobs, body.MaxTokens, body.TokenHealing);
     }
 
-    private async Task CompleteAsync(HttpContext context, GenerationOutput output, string id, long created, int? logprobs)
+    private static async Task CompleteAsync(HttpContext context, ServedModel model, GenerationOutput output, string id, long created, int? logprobs)
     {
         if (await OpenAiGeneration.CollectAsync(context, output).ConfigureAwait(false) is not { } result)
             return;
@@ -63,27 +63,27 @@ internal sealed class CompletionsEndpoint(ServerOptions options, ServedModel mod
     /// data: chunks with the new text, then one with the finish reason (and empty text), then, with
     /// stream_options.include_usage, one with the usage and no choices; then data: [DONE].
     /// </summary>
-    private Task StreamAsync(HttpContext context, GenerationOutput output, string id, long created, int? logprobs, bool includeUsage)
+    private static Task StreamAsync(HttpContext context, ServedModel model, GenerationOutput output, string id, long created, int? logprobs, bool includeUsage)
     {
         var builder = logprobs is { } k ? new LogprobsBuilder(model.Tokenizer, k) : null;
         return OpenAiGeneration.StreamAsync(context, output, OpenAiJsonContext.Default.CompletionResponse,
             e => e.Text.Length > 0 || (builder is not null && e.Logprobs is { Count: > 0 })
-                ? Chunk(id, created, new CompletionChoice
+                ? Chunk(model.Name, id, created, new CompletionChoice
                 {
                     Text = e.Text,
                     Logprobs = builder is not null && e.Logprobs is { Count: > 0 } items ? builder.Build(items) : null,
                 })
                 : null,
-            e => Finish(id, created, e, includeUsage));
+            e => Finish(model.Name, id, created, e, includeUsage));
     }
 
-    private IEnumerable<CompletionResponse> Finish(string id, long created, GenerationEvent e, bool includeUsage)
+    private static IEnumerable<CompletionResponse> Finish(string modelName, string id, long created, GenerationEvent e, bool includeUsage)
     {
-        yield return Chunk(id, created, new CompletionChoice { Text = "", FinishReason = OpenAiGeneration.FinishName(e.FinishReason!.Value) });
+        yield return Chunk(modelName, id, created, new CompletionChoice { Text = "", FinishReason = OpenAiGeneration.FinishName(e.FinishReason!.Value) });
         if (includeUsage)
-            yield return new CompletionResponse { Id = id, Created = created, Model = model.Name, Choices = [], Usage = OpenAiGeneration.UsageOf(e.Usage!.Value) };
+            yield return new CompletionResponse { Id = id, Created = created, Model = modelName, Choices = [], Usage = OpenAiGeneration.UsageOf(e.Usage!.Value) };
     }
 
-    private CompletionResponse Chunk(string id, long created, CompletionChoice choice) =>
-        new() { Id = id, Created = created, Model = model.Name, Choices = [choice] };
+    private static CompletionResponse Chunk(string modelName, string id, long created, CompletionChoice choice) =>
+        new() { Id = id, Created = created, Model = modelName, Choices = [choice] };
 }

@@ -34,9 +34,12 @@ internal sealed class HttpApiException(int status, string type, string message, 
             RequestErrorCode.ResourceExhausted => "rate_limit_exceeded",
             RequestErrorCode.Unavailable => "service_unavailable",
             RequestErrorCode.Internal => "internal_error",
+            // The only thing a request names that may not exist is a model (or adapter).
+            RequestErrorCode.NotFound => "model_not_found",
             _ => null,
         };
-        return new HttpApiException(request.HttpStatus, request.OpenAiType, request.Message, ParamOf(request), code);
+        var param = request.Code == RequestErrorCode.NotFound ? "model" : ParamOf(request);
+        return new HttpApiException(request.HttpStatus, request.OpenAiType, request.Message, param, code);
     }
 
     // The shared validation names the parameter first ("temperature must be ..."): report it as OpenAI's param.

@@ -21,20 +21,20 @@ namespace InferenceServer.Server.Http;
 /// Everything else (sampling defaults, n_predict, n_indent, t_max_predict_ms, response_fields, the
 /// result) is shared with /completion (<see cref="LlamaCppGeneration"/>).
 /// </summary>
-internal sealed class InfillEndpoint(ServerOptions options, ServedModel model, ServerState state)
+internal sealed class InfillEndpoint(ServerOptions options, ServedModels models, ServerState state)
 {
-    private readonly LlamaCppGeneration _generation = new(model);
-
     public async Task HandleAsync(HttpContext context)
     {
         // As in CompletionsEndpoint: the client leaving or the shutdown's cutoff ends the generation.
         using var generation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, state.Cutoff);
         var body = await HttpApi.ReadJsonAsync(context, OpenAiJsonContext.Default.InfillRequest, options.MaxRequestBodyBytes, state.Cutoff).ConfigureAwait(false);
-        var (request, truncated) = Prepare(body);
-        await _generation.RunAsync(context, request, body, truncated, generation.Token).ConfigureAwait(false);
+        var model = OpenAiGeneration.Find(models, body.Model);
+        var llamaCpp = new LlamaCppGeneration(model);
+        var (request, truncated) = Prepare(body, model, llamaCpp);
+        await llamaCpp.RunAsync(context, request, body, truncated, generation.Token).ConfigureAwait(false);
     }
 
-    private (GenerationRequest Request, bool Truncated) Prepare(InfillRequest body)
+    private (GenerationRequest Request, bool Truncated) Prepare(InfillRequest body, ServedModel model, LlamaCppGeneration llamaCpp)
     {
         var prefix = body.InputPrefix ?? "";
         var suffix = body.InputSuffix ?? "";
@@ -43,7 +43,7 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model, S
         var stop = RequestFields.Stop(body.Stop, options.Limits.MaxStopStrings);
         var priority = body.Priority ?? 0;
         var sampling = LlamaCppGeneration.Sampling(body);
-        var (maxTokens, defaultMax) = _generation.Limits(body);
+        var (maxTokens, defaultMax) = llamaCpp.Limits(body);
         try
         {
             if (model.Fim is not { } fim)
@@ -65,12 +65,12 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model, S
             // never make a longer prompt, so a binary search over the first chunk kept finds it.
             int low = 0, high = extra.Count;
             var input = Input(0);
-            if (PromptLength(input, fim) > room)
+            if (PromptLength(model, input, fim) > room)
             {
                 while (low < high)
                 {
                     var mid = (low + high) / 2;
-                    if (PromptLength(Input(mid), fim) <= room)
+                    if (PromptLength(model, Input(mid), fim) <= room)
                         high = mid;
                     else
                         low = mid + 1;
@@ -78,9 +78,9 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model, S
                 input = Input(low);
             }
             var truncated = low > 0;
-            if (PromptLength(input, fim) > room)
+            if (PromptLength(model, input, fim) > room)
             {
-                input = Trimmed(fim, prefix, suffix, middleIds, room);
+                input = Trimmed(model, fim, prefix, suffix, middleIds, room);
                 truncated = true;
             }
             // The FIM stop tokens, which the shared builder adds itself for an Infill input.
@@ -98,7 +98,7 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model, S
     /// The prompt without input_extra, with the prefix cut from its front and the suffix from its
     /// back until it is at most <paramref name="room"/> tokens.
     /// </summary>
-    private PromptInput.TokenIds Trimmed(Tokenizer.FimTemplate fim, string prefix, string suffix, int[] middleIds, int room)
+    private static PromptInput.TokenIds Trimmed(ServedModel model, Tokenizer.FimTemplate fim, string prefix, string suffix, int[] middleIds, int room)
     {
         var tokenizer = model.Tokenizer;
         var prefixIds = tokenizer.Encode(prefix, parseSpecialTokens: false);
@@ -117,7 +117,7 @@ internal sealed class InfillEndpoint(ServerOptions options, ServedModel model, S
         return new PromptInput.TokenIds([.. ids, .. middleIds]);
     }
 
-    private int PromptLength(PromptInput input, Tokenizer.FimTemplate fim) => input switch
+    private static int PromptLength(ServedModel model, PromptInput input, Tokenizer.FimTemplate fim) => input switch
     {
         PromptInput.TokenIds ids => ids.Ids.Count,
         PromptInput.Infill infill => fim.Build(model.Tokenizer, infill.Prefix, infill.Suffix).Length,

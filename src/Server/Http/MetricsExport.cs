@@ -5,8 +5,9 @@ using Prometheus;
 namespace InferenceServer.Server.Http;
 
 /// <summary>
-/// GET /metrics through prometheus-net, one registry per server: the engine's instruments under
-/// our names and under the names vLLM exports (each with a model_name label), process metrics
+/// GET /metrics through prometheus-net, one registry per server: each engine's instruments under
+/// our names and under the names vLLM exports, with a model_name label naming the engine's model
+/// (one series per served base model; adapters run in their base's engine), process metrics
 /// (prometheus-net's DotNetStats), and the meters ASP.NET Core and Kestrel create for this host
 /// (prometheus-net's MeterAdapter). The engine's instruments reach prometheus-net through a
 /// MeterListener whose callbacks go straight to series made when the instrument was published, so
@@ -47,21 +48,21 @@ internal sealed class MetricsExport : IDisposable
     };
 
     private readonly CollectorRegistry _registry = Metrics.NewCustomRegistry();
-    private readonly IMetricFactory _engineFactory;
+    private readonly Dictionary<Meter, IMetricFactory> _engineFactories = [];
     private readonly MeterListener _engine = new();
-    private readonly Meter _engineMeter;
     private readonly IDisposable _host;
 
-    /// <param name="engineMeter">The engine's meter (one server's; tests run several in a process).</param>
+    /// <param name="engines">Each engine's meter (this server's; tests run several in a process) and the model_name its series carry.</param>
     /// <param name="hostMeters">The host's meter factory: ASP.NET Core's and Kestrel's meters of this host carry it as their scope.</param>
-    public MetricsExport(Meter engineMeter, string modelName, IMeterFactory hostMeters)
+    public MetricsExport(IEnumerable<(Meter Meter, string ModelName)> engines, IMeterFactory hostMeters)
     {
-        _engineMeter = engineMeter;
-        _engineFactory = Metrics.WithCustomRegistry(_registry).WithLabels(new Dictionary<string, string> { [ModelLabel] = modelName });
+        ArgumentNullException.ThrowIfNull(engines);
+        foreach (var (meter, modelName) in engines)
+            _engineFactories.Add(meter, Metrics.WithCustomRegistry(_registry).WithLabels(new Dictionary<string, string> { [ModelLabel] = modelName }));
         _engine.InstrumentPublished = (instrument, listener) =>
         {
-            if (ReferenceEquals(instrument.Meter, _engineMeter))
-                listener.EnableMeasurementEvents(instrument, Sink.For(instrument, _engineFactory));
+            if (_engineFactories.TryGetValue(instrument.Meter, out var factory))
+                listener.EnableMeasurementEvents(instrument, Sink.For(instrument, factory));
         };
         _engine.SetMeasurementEventCallback<long>((_, value, tags, state) => ((Sink)state!).Record(value, tags));
         _engine.SetMeasurementEventCallback<int>((_, value, tags, state) => ((Sink)state!).Record(value, tags));

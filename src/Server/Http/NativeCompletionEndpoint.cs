@@ -9,17 +9,17 @@ namespace InferenceServer.Server.Http;
 /// an array of token ids. The other fields and the result are /infill's (<see cref="LlamaCppGeneration"/>);
 /// token healing is off unless asked for.
 /// </summary>
-internal sealed class NativeCompletionEndpoint(ServerOptions options, ServedModel model, ServerState state)
+internal sealed class NativeCompletionEndpoint(ServerOptions options, ServedModels models, ServerState state)
 {
-    private readonly LlamaCppGeneration _generation = new(model);
-
     public async Task HandleAsync(HttpContext context)
     {
         using var generation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, state.Cutoff);
         var body = await HttpApi.ReadJsonAsync(context, OpenAiJsonContext.Default.NativeCompletionRequest, options.MaxRequestBodyBytes, state.Cutoff).ConfigureAwait(false);
+        var model = OpenAiGeneration.Find(models, body.Model);
+        var llamaCpp = new LlamaCppGeneration(model);
         var stop = RequestFields.Stop(body.Stop, options.Limits.MaxStopStrings);
         var prompt = RequestFields.Prompt(body.Prompt);
-        var (maxTokens, defaultMax) = _generation.Limits(body);
+        var (maxTokens, defaultMax) = llamaCpp.Limits(body);
         GenerationRequest request;
         try
         {
@@ -30,6 +30,6 @@ internal sealed class NativeCompletionEndpoint(ServerOptions options, ServedMode
         {
             throw HttpApiException.From(e);
         }
-        await _generation.RunAsync(context, LlamaCppGeneration.Apply(request, body), body, truncated: false, generation.Token).ConfigureAwait(false);
+        await llamaCpp.RunAsync(context, LlamaCppGeneration.Apply(request, body), body, truncated: false, generation.Token).ConfigureAwait(false);
     }
 }

@@ -24,11 +24,11 @@ public static class OpenAiEndpoints
     /// <summary>Prometheus' text format (open without the key, like /health, for scrapers; on the HTTP port only).</summary>
     public const string MetricsPath = "/metrics";
 
-    public static void Map(WebApplication app, ServerOptions options, ServedModel model, ServerState state)
+    public static void Map(WebApplication app, ServerOptions options, ServedModels models, ServerState state)
     {
         ArgumentNullException.ThrowIfNull(app);
         ArgumentNullException.ThrowIfNull(options);
-        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(models);
         ArgumentNullException.ThrowIfNull(state);
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(OpenAiEndpoints).FullName!);
         var keys = new ApiKeys(options.ApiKeys);
@@ -66,31 +66,33 @@ public static class OpenAiEndpoints
             }
         });
 
-        var completions = new CompletionsEndpoint(options, model, state);
-        var chat = new ChatCompletionsEndpoint(options, model, state);
-        var infill = new InfillEndpoint(options, model, state);
-        var nativeCompletion = new NativeCompletionEndpoint(options, model, state);
+        var completions = new CompletionsEndpoint(options, models, state);
+        var chat = new ChatCompletionsEndpoint(options, models, state);
+        var infill = new InfillEndpoint(options, models, state);
+        var nativeCompletion = new NativeCompletionEndpoint(options, models, state);
         var guard = new Guard(logger, state);
         app.MapPost("/v1/completions", guard.Wrap(completions.HandleAsync));
         app.MapPost("/v1/chat/completions", guard.Wrap(chat.HandleAsync));
         app.MapPost("/infill", guard.Wrap(infill.HandleAsync));
         app.MapPost("/completion", guard.Wrap(nativeCompletion.HandleAsync));
         app.MapGet("/v1/models", guard.Wrap(context => HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK,
-            new ModelList { Data = [Card(model, created)] }, OpenAiJsonContext.Default.ModelList)));
+            new ModelList { Data = [.. models.All.Select(model => Card(model, created))] }, OpenAiJsonContext.Default.ModelList)));
         app.MapGet("/v1/models/{**id}", guard.Wrap(context =>
         {
             var id = context.GetRouteValue("id") as string;
-            if (!string.Equals(id, model.Name, StringComparison.Ordinal))
-                throw new HttpApiException(404, "invalid_request_error", $"The model '{id}' does not exist; this server serves '{model.Name}'", "model", "model_not_found");
-            return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, Card(model, created), OpenAiJsonContext.Default.ModelCard);
+            if (string.IsNullOrEmpty(id))
+                throw HttpApiException.From(models.NotFound(""));
+            return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, Card(OpenAiGeneration.Find(models, id), created), OpenAiJsonContext.Default.ModelCard);
         }));
-        var metrics = new MetricsExport(model.Engine.Meter, model.Name, app.Services.GetRequiredService<IMeterFactory>());
+        var metrics = new MetricsExport(models.Bases.Select(model => (model.Engine.Meter, model.Name)), app.Services.GetRequiredService<IMeterFactory>());
         app.Lifetime.ApplicationStopped.Register(metrics.Dispose);
         app.MapGet(MetricsPath, guard.Wrap(context => context.Connection.LocalPort == options.HttpPort
             ? metrics.WriteAsync(context)
             : throw new HttpApiException(404, "invalid_request_error", $"no route for GET {MetricsPath} on this port", code: "not_found")));
         app.MapGet(EnginePath, guard.Wrap(context =>
         {
+            // ?model=NAME picks a model's engine (an adapter's is its base's); the first model's by default.
+            var model = OpenAiGeneration.Find(models, context.Request.Query["model"].ToString());
             var snapshot = model.Engine.Snapshot;
             return HttpApi.WriteJsonAsync(context, StatusCodes.Status200OK, new EngineStatus
             {
@@ -108,20 +110,24 @@ public static class OpenAiEndpoints
         app.MapGet(HealthPath, context =>
         {
             var current = state.State;
+            // A model whose engine failed answers 503 while the others keep serving: "degraded", still 200.
+            var faulted = current == ServingState.Serving ? models.Faulted.Select(m => m.Name).ToArray() : [];
             var status = current switch
             {
+                ServingState.Serving when faulted.Length > 0 => "degraded",
                 ServingState.Serving => "ok",
                 ServingState.Loading => "loading",
                 ServingState.Faulted => "faulted",
                 _ => "draining",
             };
             return HttpApi.WriteJsonAsync(context, current == ServingState.Serving ? StatusCodes.Status200OK : StatusCodes.Status503ServiceUnavailable,
-                new HealthResponse { Status = status }, OpenAiJsonContext.Default.HealthResponse);
+                new HealthResponse { Status = status, FaultedModels = faulted.Length > 0 ? faulted : null }, OpenAiJsonContext.Default.HealthResponse);
         });
     }
 
+    // An adapter names its base as parent and root, as vLLM lists LoRA modules; a base is its own root.
     private static ModelCard Card(ServedModel model, long created) =>
-        new() { Id = model.Name, Created = created, ContextLength = model.ContextLength };
+        new() { Id = model.Name, Created = created, ContextLength = model.ContextLength, Root = (model.Parent ?? model).Name, Parent = model.Parent?.Name };
 }
 
 /// <summary>

@@ -10,34 +10,46 @@ namespace InferenceServer.Server.Http;
 /// What /v1/completions and /v1/chat/completions share: OpenAI's own checks, the sampling fields, the shared
 /// validation (GenerationRequests.Build), submission, and reading the output whole or as server-sent events.
 /// </summary>
-internal sealed class OpenAiGeneration(ServerOptions options, ServedModel model)
+internal sealed class OpenAiGeneration(ServerOptions options, ServedModels models)
 {
     /// <summary>
     /// A request from body to answer: read <typeparamref name="TBody"/>, <paramref name="prepare"/> it into an engine
-    /// request (with an id made from <paramref name="idPrefix"/>), submit it, and let <paramref name="answer"/> write
-    /// the output. The client leaving or the shutdown's cutoff ends the generation; the output is still read (with
+    /// request (with an id made from <paramref name="idPrefix"/>) for the model or adapter its <c>model</c> names,
+    /// submit it, and let <paramref name="answer"/> write the output. The client leaving or the shutdown's cutoff ends the generation; the output is still read (with
     /// the client's token only), so a cutoff ends the response with an error, not a reset.
     /// </summary>
     public async Task RunAsync<TBody>(HttpContext context, ServerState state, JsonTypeInfo<TBody> type, string idPrefix,
-        Func<TBody, string, GenerationRequest> prepare, Func<TBody, GenerationOutput, string, long, Task> answer)
+        Func<TBody, string, ServedModel, GenerationRequest> prepare, Func<TBody, GenerationOutput, string, long, ServedModel, Task> answer)
         where TBody : OpenAiSamplingRequest
     {
         using var generation = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, state.Cutoff);
         var body = await HttpApi.ReadJsonAsync(context, type, options.MaxRequestBodyBytes, state.Cutoff).ConfigureAwait(false);
         var id = idPrefix + Guid.NewGuid().ToString("N");
-        var output = Submit(prepare(body, id), generation.Token);
-        await answer(body, output, id, HttpApi.Now()).ConfigureAwait(false);
+        var model = Find(models, body.Model);
+        var output = Submit(model, prepare(body, id, model), generation.Token);
+        await answer(body, output, id, HttpApi.Now(), model).ConfigureAwait(false);
     }
 
-    /// <summary>model (when given) must be the served one; n must be 1; logit_bias must be empty.</summary>
-    public void CheckCommon(OpenAiSamplingRequest body)
+    /// <summary>
+    /// The model or adapter a body's <c>model</c> names (a request may leave it out, as with gRPC:
+    /// the first model served); an unknown one is a 404 model_not_found.
+    /// </summary>
+    public static ServedModel Find(ServedModels models, string? name)
     {
-        // One model per server: a request may leave the name out (as with gRPC), but a wrong one is an error.
-        if (!string.IsNullOrEmpty(body.Model) && !string.Equals(body.Model, model.Name, StringComparison.Ordinal))
+        ArgumentNullException.ThrowIfNull(models);
+        try
         {
-            throw new HttpApiException(404, "invalid_request_error",
-                $"The model '{body.Model}' does not exist; this server serves '{model.Name}'", "model", "model_not_found");
+            return models.Find(name);
         }
+        catch (RequestException e)
+        {
+            throw HttpApiException.From(e);
+        }
+    }
+
+    /// <summary>n must be 1; logit_bias must be empty.</summary>
+    public static void CheckCommon(OpenAiSamplingRequest body)
+    {
         if (body.N is { } n && n != 1)
             throw HttpApiException.BadRequest($"n must be 1 (this server returns one choice per request), got {n}", "n");
         if (body.LogitBias.ValueKind is not (JsonValueKind.Undefined or JsonValueKind.Null or JsonValueKind.Object))
@@ -47,7 +59,7 @@ internal sealed class OpenAiGeneration(ServerOptions options, ServedModel model)
     }
 
     /// <summary>The engine request, with the same shared validation as gRPC; <paramref name="logprobs"/> alternatives asked for.</summary>
-    public GenerationRequest Build(OpenAiSamplingRequest body, PromptInput prompt, string id, int? logprobs, int? maxTokens, bool? tokenHealing)
+    public GenerationRequest Build(ServedModel model, OpenAiSamplingRequest body, PromptInput prompt, string id, int? logprobs, int? maxTokens, bool? tokenHealing)
     {
         var stop = RequestFields.Stop(body.Stop, options.Limits.MaxStopStrings);
         var sampling = new SamplingParameters
@@ -74,7 +86,7 @@ internal sealed class OpenAiGeneration(ServerOptions options, ServedModel model)
         }
     }
 
-    private GenerationOutput Submit(GenerationRequest request, CancellationToken cancellation)
+    private static GenerationOutput Submit(ServedModel model, GenerationRequest request, CancellationToken cancellation)
     {
         try
         {

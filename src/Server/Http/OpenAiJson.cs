@@ -178,11 +178,21 @@ internal sealed class ModelCard
 
     /// <summary>Extension: the most tokens a prompt plus its completion may have.</summary>
     public int ContextLength { get; init; }
+
+    /// <summary>The base model (vLLM's root): the model itself, or the one an adapter runs on.</summary>
+    public string? Root { get; init; }
+
+    /// <summary>For an adapter, its base model; null (written as null, as vLLM does) for a base model.</summary>
+    public string? Parent { get; init; }
 }
 
 internal sealed class HealthResponse
 {
     public required string Status { get; init; }
+
+    /// <summary>When degraded: the models whose engine failed (their requests get 503).</summary>
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public IReadOnlyList<string>? FaultedModels { get; init; }
 }
 
 /// <summary>GET /admin/engine: the scheduler's counts as of its latest iteration.</summary>
@@ -218,6 +228,9 @@ internal sealed class ErrorBody
 /// </summary>
 internal abstract class LlamaCppRequest
 {
+    /// <summary>Extension: the model or adapter to run (llama.cpp serves one); absent: the first model served.</summary>
+    public string? Model { get; set; }
+
     public int? NPredict { get; set; }
     public double? Temperature { get; set; }
     public int? TopK { get; set; }
