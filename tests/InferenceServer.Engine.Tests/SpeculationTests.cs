@@ -1,5 +1,6 @@
 using System.Diagnostics.Metrics;
 using InferenceServer.Engine.Sampling;
+using InferenceServer.Model;
 using static InferenceServer.Engine.Tests.EngineFixture;
 
 namespace InferenceServer.Engine.Tests;
@@ -206,5 +207,24 @@ public sealed class SpeculationTests(EngineFixture model) : IClassFixture<Engine
         var plain = await RunAsync(null, request);
         Assert.Equal(plain.TokenIds, (await test.RunAsync(request)).TokenIds);
         test.AssertIdle();
+    }
+
+    /// <summary>A model whose steps return each row's last logits only, as graphs without logits_to_keep do.</summary>
+    private sealed class LastLogitsOnly(IDecoderModel inner) : IDecoderModel
+    {
+        public int Slots => inner.Slots;
+        public int Capacity => inner.Capacity;
+        public int VocabSize => inner.VocabSize;
+        public long KvBytesPerToken => inner.KvBytesPerToken;
+        public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens) => inner.Step(firstSlot, rows, tokens);
+        public void CopyPrefix(int fromSlot, int toSlot, int length) => inner.CopyPrefix(fromSlot, toSlot, length);
+    }
+
+    [Fact]
+    public void A_model_without_several_positions_logits_is_refused_with_speculation_on()
+    {
+        using var runner = new DecoderRunner(model.Folder, new RunnerOptions { MaxBatch = 1, MaxSequenceLength = 64, IntraOpThreads = 1 });
+        var error = Assert.Throws<ArgumentException>(() => new InferenceEngine(new LastLogitsOnly(runner), model.Tokenizer, Speculating, startLoop: false));
+        Assert.Contains("logits_to_keep", error.Message, StringComparison.Ordinal);
     }
 }
