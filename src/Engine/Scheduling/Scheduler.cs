@@ -11,8 +11,9 @@ namespace InferenceServer.Engine;
 ///      not recomputed); a request that does not fit waits, and so does everything behind it;
 ///   3. every decoding sequence gets room for its next position; when there is none, the newest
 ///      running sequence is preempted (requeued to recompute its tokens later), possibly itself;
-///   4. rows: every decode first (a token each, never held back by a long prompt), then prefill
-///      chunks of as many sequences as the token budget and the time budget allow.
+///   4. rows: every decode first (a token each, never held back by a long prompt; with speculation
+///      on and few sequences decoding, plus tokens drafted by prompt lookup), then prefill chunks of
+///      as many sequences as the token budget and the time budget allow.
 /// The plan is committed when it is made: each row's sequence counts its tokens as computed and the
 /// layout records them. The scheduler never runs the model and never samples; the engine tells it
 /// when a sequence finishes (<see cref="Finish"/>) and what the steps cost (<see cref="Observe"/>).
