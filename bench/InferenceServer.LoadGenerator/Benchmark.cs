@@ -57,6 +57,9 @@ public sealed record BenchmarkSettings
 
     public TimeSpan IterationBudget => TimeSpan.FromMilliseconds(IterationBudgetMs);
 
+    /// <summary>Prompt-lookup drafts per step of engines started here (0: off), as serve's --speculative-drafts.</summary>
+    public int SpeculativeDrafts { get; init; }
+
     /// <summary>"cpu" or "cuda": where engines started here run (<see cref="Composition.CompositionRoot.LoadModel"/>).</summary>
     public string Device { get; init; } = "cpu";
 
@@ -124,7 +127,7 @@ public static class Benchmark
 
         if (kind == "suite")
         {
-            await using var server = await EmbeddedServer.StartAsync(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, settings.IterationBudget, cancellationToken).ConfigureAwait(false);
+            await using var server = await EmbeddedServer.StartAsync(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, settings.IterationBudget, cancellationToken, settings.SpeculativeDrafts).ConfigureAwait(false);
             notes.Add($"our server ran in this process on loopback (gRPC {server.GrpcAddress}, HTTP {server.HttpAddress}), {maxBatch} slots; the load generator shares its CPU");
             using var counters = new InProcessCounters(server.Model.Engine);
             await using (var grpc = new GrpcTarget(server.GrpcAddress, null, null))
@@ -158,7 +161,7 @@ public static class Benchmark
         var referenceSweep = sweep with { Duration = referenceDuration };
         if (settings.References.Contains("inprocess"))
         {
-            await using var reference = InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, settings.IterationBudget);
+            await using var reference = InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, settings.IterationBudget, settings.SpeculativeDrafts);
             using var counters = new InProcessCounters(reference.Model.Engine);
             var run = await RunWorkloadAsync(Title("inprocess", settings.Workload) + " (reference)", reference, settings with { Duration = referenceDuration },
                 prompts!, library!, referenceSweep, counters, progress, cancellationToken).ConfigureAwait(false);
@@ -255,7 +258,7 @@ public static class Benchmark
             case "http":
                 return new OpenAiHttpTarget(new Uri(settings.Target), sentName, settings.ApiKey);
             case "inprocess":
-                return InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, settings.IterationBudget);
+                return InProcessTarget.Load(modelFolder!, maxBatch, settings.ContextLength, settings.Threads, settings.OnCuda, settings.IterationBudget, settings.SpeculativeDrafts);
             default:
                 throw new ArgumentException($"--target {settings.Target} cannot take requests");
         }

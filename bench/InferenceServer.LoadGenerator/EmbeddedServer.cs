@@ -24,10 +24,12 @@ public sealed class EmbeddedServer : IAsyncDisposable
     public Uri GrpcAddress => new($"http://127.0.0.1:{Options.GrpcPort}");
     public Uri HttpAddress => new($"http://127.0.0.1:{Options.HttpPort}");
 
+    /// <param name="speculativeDrafts">Prompt-lookup drafts per step (0: off).</param>
     public static async Task<EmbeddedServer> StartAsync(string modelPath, int maxBatch, int contextLength, int threads, bool cuda, TimeSpan iterationBudget,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken, int speculativeDrafts = 0)
     {
-        var model = CompositionRoot.LoadModel(modelPath, maxBatch, contextLength, threads, new EngineOptions { IterationTimeBudget = iterationBudget }, cuda);
+        var model = CompositionRoot.LoadModel(modelPath, maxBatch, contextLength, threads,
+            new EngineOptions { IterationTimeBudget = iterationBudget, SpeculativeDraftTokens = speculativeDrafts }, cuda);
         try
         {
             // Warnings only: a log line per request would be measured with the requests and bury the report's output.

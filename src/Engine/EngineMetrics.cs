@@ -25,6 +25,8 @@ internal sealed class EngineMetrics : IDisposable
     private readonly Counter<long> _generatedTokens;
     private readonly Counter<long> _prefixHitTokens;
     private readonly Counter<long> _preemptions;
+    private readonly Counter<long> _draftTokens;
+    private readonly Counter<long> _acceptedTokens;
     private readonly Counter<long> _requests;
     private readonly Counter<long> _finished;
     private readonly Histogram<double> _queueTime;
@@ -49,6 +51,8 @@ internal sealed class EngineMetrics : IDisposable
         _generatedTokens = _meter.CreateCounter<long>("inference.tokens.generated", description: "Tokens generated");
         _prefixHitTokens = _meter.CreateCounter<long>("inference.tokens.prefix_hit", description: "Prompt tokens served from cached KV");
         _preemptions = _meter.CreateCounter<long>("inference.preemptions", description: "Sequences preempted for lack of KV blocks");
+        _draftTokens = _meter.CreateCounter<long>("inference.speculation.draft_tokens", description: "Tokens drafted by prompt lookup and checked by the model");
+        _acceptedTokens = _meter.CreateCounter<long>("inference.speculation.accepted_tokens", description: "Drafted tokens the model's choice agreed with (each saved a step)");
         _timeToFirstToken = _meter.CreateHistogram<double>("inference.time_to_first_token", "s", "From submission to the first token");
         _interTokenLatency = _meter.CreateHistogram<double>("inference.inter_token_latency", "s", "Between consecutive tokens of a sequence");
         _endToEnd = _meter.CreateHistogram<double>("inference.request.duration", "s", "From submission to the final event");
@@ -67,6 +71,12 @@ internal sealed class EngineMetrics : IDisposable
     public void PromptComputed(int tokens) => _promptTokensComputed.Add(tokens);
     public void Generated() => _generatedTokens.Add(1);
     public void Preempted() => _preemptions.Add(1);
+
+    public void Drafted(int drafted, int accepted)
+    {
+        _draftTokens.Add(drafted);
+        _acceptedTokens.Add(accepted);
+    }
     public void FirstToken(TimeSpan elapsed) => _timeToFirstToken.Record(elapsed.TotalSeconds);
     public void InterToken(TimeSpan elapsed) => _interTokenLatency.Record(elapsed.TotalSeconds);
     public void Completed(TimeSpan elapsed) => _endToEnd.Record(elapsed.TotalSeconds);

@@ -28,6 +28,22 @@ public sealed record EngineOptions
     /// <summary>Requests that may wait for admission; past this, submission fails at once.</summary>
     public int MaxWaitingRequests { get; init; } = 256;
 
+    /// <summary>
+    /// Tokens drafted by prompt lookup (<see cref="Speculation.PromptLookupDrafter"/>) for a
+    /// decoding sequence and checked in the same step (<see cref="Speculation.DraftVerifier"/>);
+    /// 0, the default, turns speculation off. Dense models whose graph has the logits_to_keep
+    /// input only; the paged path ignores it. Off by default because on a 2-core CPU with an int4
+    /// model the verification step costs nearly as much as the tokens it saves.
+    /// </summary>
+    public int SpeculativeDraftTokens { get; init; }
+
+    /// <summary>
+    /// Speculation drafts only while at most this many sequences decode: on the dense path a
+    /// verification row runs as its own batch-1 step beside the batched decode, which pays when
+    /// one or two sequences decode and costs more than it saves in a full batch.
+    /// </summary>
+    public int SpeculativeMaxDecodes { get; init; } = 2;
+
     /// <summary>End-of-sequence ids (from the model's config).</summary>
     public IReadOnlyList<int> EosTokenIds { get; init; } = [];
 }

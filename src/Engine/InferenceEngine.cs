@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using InferenceServer.Engine.Kv;
 using InferenceServer.Engine.Sampling;
+using InferenceServer.Engine.Speculation;
 using InferenceServer.Model;
 
 namespace InferenceServer.Engine;
@@ -94,8 +95,9 @@ public sealed class InferenceEngine : IInferenceEngine
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(options);
         var layout = new DenseSlotLayout(model.Slots, model.Capacity, options.KvBlockTokens, options.KvCacheBytes, model.KvBytesPerToken);
-        var executor = new DenseExecutor(model, layout, options.MaxBatchTokens);
-        return (new Scheduler(layout, options, executor.MaxStepTokens, executor.ReducedTopK), executor);
+        ArgumentOutOfRangeException.ThrowIfNegative(options.SpeculativeDraftTokens, nameof(options.SpeculativeDraftTokens));
+        var executor = new DenseExecutor(model, layout, options.MaxBatchTokens, options.SpeculativeDraftTokens);
+        return (new Scheduler(layout, options, executor.MaxStepTokens, executor.ReducedTopK, options.SpeculativeDraftTokens), executor);
     }
 
     // The paged path: a block pool, one run per iteration.
@@ -105,6 +107,7 @@ public sealed class InferenceEngine : IInferenceEngine
         ArgumentNullException.ThrowIfNull(options);
         var layout = new PagedBlockLayout(model.KvBlocks, model.BlockTokens, model.Capacity, model.MaxSequences, model.MaxBlocksPerSequence);
         var executor = new PagedExecutor(model, layout);
+        // No speculation on the paged path: its step returns one logits row per sequence.
         return (new Scheduler(layout, options, executor.MaxStepTokens, executor.ReducedTopK), executor);
     }
 
@@ -123,6 +126,9 @@ public sealed class InferenceEngine : IInferenceEngine
     public int TotalKvBlocks => _scheduler.Kv.TotalBlocks;
 
     public int Capacity => _scheduler.Kv.Capacity;
+
+    /// <summary>Most tokens prompt lookup drafts per step; 0 when speculation is off (always on the paged path).</summary>
+    public int SpeculativeDraftTokens => _scheduler.DraftTokens;
 
     /// <summary>Tokens per KV block.</summary>
     public int KvBlockTokens => _scheduler.Kv.BlockTokens;
@@ -313,6 +319,11 @@ public sealed class InferenceEngine : IInferenceEngine
                 _metrics.PromptComputed(row.TokenCount);
             if (row.LogitsCount == 0)
                 continue; // a prefill chunk short of the prompt's end samples nothing
+            if (row.LogitsCount > 1)
+            {
+                AcceptDrafts(sequence, result.KeptLogits(r, row.LogitsCount), plan.Tokens.Slice(row.TokenOffset + 1, row.LogitsCount - 1));
+                continue;
+            }
             if (result.TopK == 0 || (plan.NeedsLogitsRows && sequence.NeedsLogitsRow(result.TopK)))
                 Accept(sequence, result.Logits(r));
             else
@@ -382,6 +393,30 @@ public sealed class InferenceEngine : IInferenceEngine
         Emit(sequence, sampled, alternativeCount);
     }
 
+    // Verify a decode step's drafts: each token the sampler chooses goes out through Emit, as a
+    // plain decode's would (stops, limits and cancellation apply per token, and what follows an
+    // end is dropped); the accepted drafts' KV, computed by the step, becomes the sequence's.
+    private void AcceptDrafts(Sequence sequence, ReadOnlySpan<float> logits, ReadOnlySpan<int> draft)
+    {
+        var sink = new EmittingSink(this, sequence);
+        var accepted = DraftVerifier.Verify(sequence.Sampler, _workspace, logits, draft, _alternatives.AsSpan(0, sequence.Request.Sampling.Logprobs), ref sink);
+        _metrics.Drafted(draft.Length, accepted);
+        if (sink.Running)
+            _scheduler.AcceptDrafts(sequence, accepted);
+    }
+
+    private struct EmittingSink(InferenceEngine engine, Sequence sequence) : IVerifiedTokenSink
+    {
+        public bool Running { get; private set; } = true;
+
+        // A consumer that gave up gets nothing more; the next iteration releases the sequence.
+        public bool Take(SampledToken token, int alternativesWritten)
+        {
+            Running = engine.Emit(sequence, token, alternativesWritten);
+            return Running && !sequence.CancelRequested;
+        }
+    }
+
     /// <summary>
     /// Chooses a token for a sequence that <see cref="Sequence.NeedsLogitsRow"/> says needs nothing more than
     /// what a paged step reduced: greedy takes the step's arg-max, top-k sampling draws from the
@@ -409,8 +444,8 @@ public sealed class InferenceEngine : IInferenceEngine
         Emit(sequence, new SampledToken(argMax, logprob), count);
     }
 
-    // Hand a chosen token to the sequence's output, and decide whether the sequence ends.
-    private void Emit(Sequence sequence, SampledToken sampled, int alternativeCount)
+    // Hand a chosen token to the sequence's output, and decide whether the sequence ends (false: it did).
+    private bool Emit(Sequence sequence, SampledToken sampled, int alternativeCount)
     {
         var token = sampled.Id;
         sequence.Sampler.Accept(token);
@@ -449,8 +484,11 @@ public sealed class InferenceEngine : IInferenceEngine
             Complete(sequence, FinishReason.Length, null, flushHeldText: false); // what the detokenizer holds comes after the cut
         else if (request.NewlineTimeLimit is { } limit && text.Contains('\n') && Stopwatch.GetElapsedTime(sequence.FirstTokenAt, now) > limit)
             Complete(sequence, FinishReason.Length, null);
-        else if (sequence.Generated - sequence.HealingTokens >= request.MaxTokens || sequence.Length >= _scheduler.Kv.Capacity)
+        else if (sequence.TokensLeft <= 0 || sequence.Length >= _scheduler.Kv.Capacity)
             Complete(sequence, FinishReason.Length, null);
+        else
+            return true;
+        return false;
     }
 
     // Where in the new text a line after the first newline starts with less indentation than

@@ -1,4 +1,5 @@
 using InferenceServer.Engine.Sampling;
+using InferenceServer.Engine.Speculation;
 using InferenceServer.Tokenizer;
 
 namespace InferenceServer.Engine;
@@ -83,6 +84,12 @@ internal sealed class Sequence : IDisposable
 
     public bool CancelRequested => Output.Abandoned;
 
+    /// <summary>Its prompt-lookup index, made when speculation first drafts for it.</summary>
+    public PromptLookupDrafter? Drafter { get; set; }
+
+    /// <summary>Tokens still to generate before max_tokens (healing tokens do not count).</summary>
+    public int TokensLeft => Request.MaxTokens - (Generated - HealingTokens);
+
     /// <summary>
     /// Whether the next token needs the whole logits row, or the reductions a step returns with
     /// <paramref name="reducedTopK"/> (logit, id) pairs will do (<see cref="Sampler.CanSampleFromTop"/>:
@@ -96,5 +103,6 @@ internal sealed class Sequence : IDisposable
     {
         CancellationRegistration.Dispose();
         Sampler.Dispose();
+        Drafter?.Dispose();
     }
 }

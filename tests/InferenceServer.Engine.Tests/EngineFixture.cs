@@ -87,6 +87,21 @@ internal sealed class RecordingModel(DecoderRunner runner, int failAtStep = 0) :
 
     public void CopyPrefix(int fromSlot, int toSlot, int length) => runner.CopyPrefix(fromSlot, toSlot, length);
 
+    public bool HasMultiPositionLogits => runner.HasMultiPositionLogits;
+
+    /// <summary>Steps that kept several positions' logits (rows that checked drafts), in order.</summary>
+    public int KeptLogitsSteps => Volatile.Read(ref _keptLogitsSteps);
+
+    private int _keptLogitsSteps;
+
+    public ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions)
+    {
+        Interlocked.Increment(ref _keptLogitsSteps);
+        lock (_steps)
+            _steps.Add((slot, [row]));
+        return runner.StepKeepingLogits(slot, row, tokens, positions);
+    }
+
     public void Dispose() => runner.Dispose();
 }
 

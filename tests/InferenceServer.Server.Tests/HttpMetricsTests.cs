@@ -27,6 +27,8 @@ public sealed class HttpMetricsTests(ServerFixture fixture) : IDisposable
         ("vllm:prompt_tokens_total", "counter"),
         ("vllm:generation_tokens_total", "counter"),
         ("vllm:request_success_total", "counter"),
+        ("vllm:spec_decode_num_draft_tokens_total", "counter"),
+        ("vllm:spec_decode_num_accepted_tokens_total", "counter"),
     ];
 
     [Fact]

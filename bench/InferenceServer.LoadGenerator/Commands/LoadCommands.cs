@@ -64,6 +64,10 @@ internal static class LoadCommands
         Description = "Time budget per engine iteration of engines started here, in ms (0: none), as serve's option.",
         DefaultValueFactory = _ => (int)EngineOptions.InteractiveIterationBudget.TotalMilliseconds,
     };
+    private static readonly Option<int> SpeculativeDrafts = new("--speculative-drafts")
+    {
+        Description = "Prompt-lookup drafts per step of engines started here (0: off), as serve's option.",
+    };
     private static readonly Option<string?> Out = new("--out", "-o") { Description = "Output folder (default bench/results/<yyyyMMdd-HHmmss>-<target kind>)." };
     private static readonly Option<bool> NoProgress = new("--no-progress") { Description = "No live progress display (also off when output is redirected)." };
     private static readonly Option<bool> Extended = new("--extended") { Description = "suite: sweep 1,2,4,8,16,32,64 streams instead of 1,2,4,8." };
@@ -83,7 +87,7 @@ internal static class LoadCommands
         [
             Target, Workload, Model, ModelName, ApiKey, Admin, Tokenizer, Manifest, Levels, Rates, Duration, Requests, PromptTokens, OutputTokens,
             NoIgnoreEos, Seed, Sessions, PrefixChars, SuffixChars, TypedChars, KeystrokeMs, Reference, ReferenceDuration, MaxBatch, ContextLength,
-            Device, Threads, IterationBudgetMs, Out, NoProgress,
+            Device, Threads, IterationBudgetMs, SpeculativeDrafts, Out, NoProgress,
         ];
         foreach (var option in runOptions)
             root.Options.Add(option);
@@ -95,7 +99,7 @@ internal static class LoadCommands
         Option[] suiteOptions =
         [
             Model, SuiteLevels, Duration, PromptTokens, OutputTokens, Seed, Sessions, SuiteManifest, PrefixChars, SuffixChars, TypedChars, KeystrokeMs,
-            ReferenceDuration, MaxBatch, ContextLength, Device, Threads, IterationBudgetMs, Out, NoProgress, Extended, WithHttp,
+            ReferenceDuration, MaxBatch, ContextLength, Device, Threads, IterationBudgetMs, SpeculativeDrafts, Out, NoProgress, Extended, WithHttp,
         ];
         foreach (var option in suiteOptions)
             suite.Options.Add(option);
@@ -178,6 +182,7 @@ internal static class LoadCommands
             ContextLength = p.GetValue(ContextLength),
             Threads = p.GetValue(Threads),
             IterationBudgetMs = p.GetValue(IterationBudgetMs),
+            SpeculativeDrafts = p.GetValue(SpeculativeDrafts),
             Device = p.GetValue(Device)!,
         };
     }
@@ -207,6 +212,7 @@ internal static class LoadCommands
             ContextLength = p.GetValue(ContextLength),
             Threads = p.GetValue(Threads),
             IterationBudgetMs = p.GetValue(IterationBudgetMs),
+            SpeculativeDrafts = p.GetValue(SpeculativeDrafts),
             Device = p.GetValue(Device)!,
             SuiteIncludesHttp = p.GetValue(WithHttp),
         };

@@ -5,8 +5,12 @@ using InferenceServer.Engine;
 
 namespace InferenceServer.LoadGenerator.Measurement;
 
-/// <summary>The engine's counts that a level compares before and after (GET /admin/engine's fields).</summary>
-public sealed record EngineCounts(long Iterations, long Cancellations, long LateCancellations, int Running, int Waiting);
+/// <summary>
+/// The engine's counts that a level compares before and after (GET /admin/engine's fields; the
+/// speculation counts only where the engine runs in this process).
+/// </summary>
+public sealed record EngineCounts(long Iterations, long Cancellations, long LateCancellations, int Running, int Waiting,
+    long DraftedTokens = 0, long AcceptedTokens = 0);
 
 /// <summary>Reads the serving engine's counts, over HTTP or in this process.</summary>
 public interface IEngineCounters
@@ -93,7 +97,10 @@ public sealed class InProcessCounters : IEngineCounters, IDisposable
 {
     private const string CancelToFreeInstrument = "inference.cancellation.to_free";
     private const string IterationInstrument = "inference.iteration.duration";
+    private const string DraftedInstrument = "inference.speculation.draft_tokens";
+    private const string AcceptedInstrument = "inference.speculation.accepted_tokens";
     private readonly IInferenceEngine _engine;
+    private long _drafted, _accepted;
     private readonly MeterListener _listener = new();
     private readonly Lock _lock = new();
     private List<double> _samples = [];
@@ -104,9 +111,11 @@ public sealed class InProcessCounters : IEngineCounters, IDisposable
         _engine = engine ?? throw new ArgumentNullException(nameof(engine));
         _listener.InstrumentPublished = (instrument, listener) =>
         {
-            if (instrument.Meter.Name == "InferenceServer.Engine" && instrument.Name is CancelToFreeInstrument or IterationInstrument)
+            if (instrument.Meter.Name == "InferenceServer.Engine" && instrument.Name is CancelToFreeInstrument or IterationInstrument or DraftedInstrument or AcceptedInstrument)
                 listener.EnableMeasurementEvents(instrument);
         };
+        _listener.SetMeasurementEventCallback<long>((instrument, tokens, _, _) =>
+            Interlocked.Add(ref instrument.Name == DraftedInstrument ? ref _drafted : ref _accepted, tokens));
         _listener.SetMeasurementEventCallback<double>((instrument, seconds, _, _) =>
         {
             lock (_lock)
@@ -120,7 +129,8 @@ public sealed class InProcessCounters : IEngineCounters, IDisposable
     public Task<EngineCounts?> ReadAsync(CancellationToken cancellationToken)
     {
         var s = _engine.Snapshot;
-        return Task.FromResult<EngineCounts?>(new EngineCounts(s.Iterations, s.Cancellations, s.LateCancellations, s.Running, s.Waiting));
+        return Task.FromResult<EngineCounts?>(new EngineCounts(s.Iterations, s.Cancellations, s.LateCancellations, s.Running, s.Waiting,
+            Interlocked.Read(ref _drafted), Interlocked.Read(ref _accepted)));
     }
 
     public IReadOnlyList<double>? TakeCancelToFree()

@@ -31,6 +31,7 @@ public static class LevelSummary
         long promptTokens = withUsage.Sum(r => (long)r.PromptTokens!.Value);
         long cachedTokens = withUsage.Sum(r => (long)(r.CachedPromptTokens ?? 0));
         var reportsCache = withUsage.Any(r => r.CachedPromptTokens is not null);
+        var drafted = before is not null && after is not null ? after.DraftedTokens - before.DraftedTokens : 0;
 
         return new LevelReport
         {
@@ -57,6 +58,8 @@ public static class LevelSummary
             PrefixCacheShare = reportsCache && promptTokens > 0 ? (double)cachedTokens / promptTokens : null,
             Cancellation = Cancellation(cancelled, wall, counterSource, before, after, cancelToFree),
             IterationMs = iterationMs is { Count: > 0 } ? Percentiles.Summarize(iterationMs) : null,
+            DraftedTokens = drafted > 0 ? drafted : null,
+            AcceptedTokens = drafted > 0 ? after!.AcceptedTokens - before!.AcceptedTokens : null,
         };
     }
 

@@ -112,6 +112,10 @@ public sealed record LevelReport
     /// process): what a running sequence's next token and a cancellation may wait for.
     /// </summary>
     public Distribution? IterationMs { get; init; }
+
+    /// <summary>Tokens the engine drafted by prompt lookup during the level, and how many the model accepted (in this process, speculation on).</summary>
+    public long? DraftedTokens { get; init; }
+    public long? AcceptedTokens { get; init; }
     public long OutputTokens { get; init; }
     public double OutputTokensPerSecond { get; init; }
     public double RequestsPerSecond { get; init; }

@@ -82,6 +82,8 @@ public static class ReportTables
             footnotes.Add(FirstTokenLine(level));
         foreach (var level in run.Levels.Where(l => l.IterationMs is not null))
             footnotes.Add(IterationLine(level));
+        foreach (var level in run.Levels.Where(l => l.DraftedTokens is > 0))
+            footnotes.Add(SpeculationLine(level));
         if (run.FillInTheMiddle == false)
             footnotes.Add("the target refused a suffix (no fill-in-the-middle support), so the requests were plain prefix completions");
         var caption = $"{run.Workload} workload against {run.TargetKind} {run.Target}{(run.Reference ? " (reference)" : "")}";
@@ -127,6 +129,16 @@ public static class ReportTables
         var d = level.IterationMs!;
         return string.Create(CultureInfo.InvariantCulture,
             $"{level.Label}: engine iterations p50 / p90 / p99 {Triple(d, 1)} ms, longest {d.Max:F1} ms ({d.Count} iterations)");
+    }
+
+    /// <summary>How many drafted tokens the model accepted over the level, and what share of the output they were.</summary>
+    public static string SpeculationLine(LevelReport level)
+    {
+        ArgumentNullException.ThrowIfNull(level);
+        var drafted = level.DraftedTokens!.Value;
+        var accepted = level.AcceptedTokens ?? 0;
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{level.Label}: prompt lookup drafted {drafted} tokens, {accepted} accepted ({Percent((double)accepted / drafted, 1)}), {Percent(level.OutputTokens > 0 ? (double)accepted / level.OutputTokens : 0, 1)} of the output tokens");
     }
 
     /// <summary>The engine's own cancel-to-free times where seen; else the share freed within one iteration; else n/a.</summary>

@@ -24,9 +24,11 @@ public sealed class InProcessTarget : ILoadTarget
 
     /// <summary>Loads a model folder and starts its engine, on the CPU or (<paramref name="cuda"/>) over the paged graph on CUDA.</summary>
     /// <param name="iterationBudget">The engine's time budget per iteration (null: the server's default).</param>
-    public static InProcessTarget Load(string modelPath, int maxBatch, int contextLength, int threads, bool cuda = false, TimeSpan? iterationBudget = null) =>
+    /// <param name="speculativeDrafts">Prompt-lookup drafts per step (0: off).</param>
+    public static InProcessTarget Load(string modelPath, int maxBatch, int contextLength, int threads, bool cuda = false, TimeSpan? iterationBudget = null,
+        int speculativeDrafts = 0) =>
         new(CompositionRoot.LoadModel(modelPath, maxBatch, contextLength, threads,
-            new EngineOptions { IterationTimeBudget = iterationBudget ?? EngineOptions.InteractiveIterationBudget }, cuda), ownsModel: true);
+            new EngineOptions { IterationTimeBudget = iterationBudget ?? EngineOptions.InteractiveIterationBudget, SpeculativeDraftTokens = speculativeDrafts }, cuda), ownsModel: true);
 
     public ServedModel Model => _model;
     public string Kind => "inprocess";

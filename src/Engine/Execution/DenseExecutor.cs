@@ -10,6 +10,8 @@ namespace InferenceServer.Engine;
 /// every single-token row (decodes) in one batched run over slots 0 to the last one decoding, with
 /// scratch rows for the slots in that range that are not. Logits rows a prefill run produced are
 /// copied out before the next run reuses the model's output; the decode run's are read in place.
+/// A decode row that carries drafted tokens runs alone (the model's multi-position step), and the
+/// logits of all its positions are copied out.
 /// </summary>
 internal sealed class DenseExecutor : IStepExecutor
 {
@@ -22,8 +24,11 @@ internal sealed class DenseExecutor : IStepExecutor
     private readonly int[] _rowBySlot;   // plan row that a slot runs this iteration, else -1
     private readonly int[] _lastRowOf;   // per plan row: its row in the decode run, or -1
     private readonly float[] _copied;    // per plan row: logits copied out of a prefill run
+    private readonly float[] _kept;      // per plan row: the logits of a row that checks drafts
+    private readonly int _keptStride;
 
-    public DenseExecutor(IDecoderModel model, DenseSlotLayout layout, int maxStepTokens)
+    /// <param name="maxDrafts">Most drafted tokens a row carries (0: none; otherwise the model must keep several positions' logits).</param>
+    public DenseExecutor(IDecoderModel model, DenseSlotLayout layout, int maxStepTokens, int maxDrafts = 0)
     {
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(layout);
@@ -38,6 +43,11 @@ internal sealed class DenseExecutor : IStepExecutor
         _rowBySlot = new int[model.Slots];
         _lastRowOf = new int[model.Slots];
         _copied = new float[model.Slots * _vocab];
+        ArgumentOutOfRangeException.ThrowIfNegative(maxDrafts);
+        if (maxDrafts > 0 && !model.HasMultiPositionLogits)
+            throw new ArgumentException("speculative decoding needs a model that returns several positions' logits (a graph with the logits_to_keep input; build-model --upgrade-graph adds it)", nameof(maxDrafts));
+        _keptStride = maxDrafts > 0 ? (maxDrafts + 1) * _vocab : 0;
+        _kept = new float[model.Slots * _keptStride];
     }
 
     public int VocabSize => _vocab;
@@ -59,13 +69,22 @@ internal sealed class DenseExecutor : IStepExecutor
             _rowBySlot[rows[r].Sequence.KvIndex] = r; // the slot
 
         int prefillTokens = 0, lastDecodeSlot = -1;
-        var prefill = TimeSpan.Zero;
+        TimeSpan prefill = TimeSpan.Zero, decode = TimeSpan.Zero;
         for (var slot = 0; slot < _rowBySlot.Length; slot++)
         {
             var r = _rowBySlot[slot];
             if (r < 0)
                 continue;
             var row = rows[r];
+            if (row.LogitsCount > 1)
+            {
+                var verifyStarted = Stopwatch.GetTimestamp();
+                var kept = _model.StepKeepingLogits(slot, new SequenceStep(row.PastLength, row.TokenCount),
+                    plan.Tokens.Slice(row.TokenOffset, row.TokenCount), row.LogitsCount);
+                kept.CopyTo(_kept.AsSpan(r * _keptStride));
+                decode += Stopwatch.GetElapsedTime(verifyStarted);
+                continue;
+            }
             if (row.TokenCount == 1)
             {
                 lastDecodeSlot = slot;
@@ -103,7 +122,6 @@ internal sealed class DenseExecutor : IStepExecutor
             slot += group - 1;
         }
 
-        var decode = TimeSpan.Zero;
         var last = ReadOnlySpan<float>.Empty;
         if (lastDecodeSlot >= 0)
         {
@@ -121,6 +139,13 @@ internal sealed class DenseExecutor : IStepExecutor
                     _stepAdapters[slot] = rows[r].Sequence.AdapterId;
                     _lastRowOf[r] = slot;
                 }
+                else if (r >= 0 && rows[r].LogitsCount > 1)
+                {
+                    // Past the drafts: the slot's recorded length stops before them, and accepted ones must survive.
+                    _steps[slot] = new SequenceStep(rows[r].PastLength + rows[r].TokenCount, 1);
+                    _stepTokens[slot] = 0;
+                    _stepAdapters[slot] = scratchAdapter;
+                }
                 else
                 {
                     _steps[slot] = new SequenceStep(_kv.ScratchPosition(slot), 1);
@@ -130,9 +155,9 @@ internal sealed class DenseExecutor : IStepExecutor
             }
             var started = Stopwatch.GetTimestamp();
             last = _model.Step(0, _steps.AsSpan(0, lastDecodeSlot + 1), _stepTokens.AsSpan(0, lastDecodeSlot + 1), Adapters(lastDecodeSlot + 1));
-            decode = Stopwatch.GetElapsedTime(started);
+            decode += Stopwatch.GetElapsedTime(started);
         }
-        return new StepResult(_vocab, _copied, last, _lastRowOf.AsSpan(0, rows.Length), new StepTimes(prefillTokens, prefill, decode));
+        return new StepResult(_vocab, _copied, last, _lastRowOf.AsSpan(0, rows.Length), new StepTimes(prefillTokens, prefill, decode), _kept, _keptStride);
     }
 
     // A model without adapters gets the plain step (an empty span).

@@ -40,16 +40,20 @@ internal interface IStepExecutor
 /// </summary>
 internal readonly ref struct StepResult
 {
-    private readonly ReadOnlySpan<float> _copied, _last;
+    private readonly ReadOnlySpan<float> _copied, _last, _kept;
     private readonly ReadOnlySpan<int> _lastRowOf;
-    private readonly int _vocab;
+    private readonly int _vocab, _keptStride;
 
-    public StepResult(int vocab, ReadOnlySpan<float> copied, ReadOnlySpan<float> last, ReadOnlySpan<int> lastRowOf, StepTimes times)
+    /// <param name="kept">Rows that checked drafts (<see cref="PlanRow.LogitsCount"/> &gt; 1): their logits, [LogitsCount, vocab] each, at the plan row's index times <paramref name="keptStride"/>.</param>
+    public StepResult(int vocab, ReadOnlySpan<float> copied, ReadOnlySpan<float> last, ReadOnlySpan<int> lastRowOf, StepTimes times,
+        ReadOnlySpan<float> kept = default, int keptStride = 0)
     {
         _vocab = vocab;
         _copied = copied;
         _last = last;
         _lastRowOf = lastRowOf;
+        _kept = kept;
+        _keptStride = keptStride;
         Times = times;
     }
 
@@ -80,6 +84,9 @@ internal readonly ref struct StepResult
         var last = row < _lastRowOf.Length ? _lastRowOf[row] : -1;
         return last >= 0 ? _last.Slice(last * _vocab, _vocab) : _copied.Slice(row * _vocab, _vocab);
     }
+
+    /// <summary>The logits of a row that checked drafts: its last <paramref name="count"/> positions, [count, vocab], oldest first.</summary>
+    public ReadOnlySpan<float> KeptLogits(int row, int count) => _kept.Slice(row * _keptStride, count * _vocab);
 }
 
 /// <summary>How long an iteration's model runs took: those with prompt tokens (and how many), and decode-only ones.</summary>

@@ -79,4 +79,19 @@ internal sealed class IterationPlan
         if (prefill)
             PrefillTokens += count;
     }
+
+    /// <summary>
+    /// Adds a decode row that also carries drafted tokens: the sequence's newest token, then
+    /// <paramref name="draft"/>, with logits for each of them (the token after the newest, and
+    /// after each draft) so one step checks them all.
+    /// </summary>
+    public void AddDraftRow(Sequence sequence, ReadOnlySpan<int> draft)
+    {
+        var past = sequence.Computed;
+        _tokens[_tokenCount] = sequence.Tokens[past];
+        draft.CopyTo(_tokens.AsSpan(_tokenCount + 1));
+        var count = draft.Length + 1;
+        _rows[_rowCount++] = new PlanRow(sequence, past, _tokenCount, count, count, Prefill: false);
+        _tokenCount += count;
+    }
 }

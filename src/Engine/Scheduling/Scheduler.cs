@@ -1,4 +1,5 @@
 using InferenceServer.Engine.Kv;
+using InferenceServer.Engine.Speculation;
 
 namespace InferenceServer.Engine;
 
@@ -10,8 +11,9 @@ namespace InferenceServer.Engine;
 ///      not recomputed); a request that does not fit waits, and so does everything behind it;
 ///   3. every decoding sequence gets room for its next position; when there is none, the newest
 ///      running sequence is preempted (requeued to recompute its tokens later), possibly itself;
-///   4. rows: every decode first (a token each, never held back by a long prompt), then prefill
-///      chunks of as many sequences as the token budget and the time budget allow.
+///   4. rows: every decode first (a token each, never held back by a long prompt; with speculation
+///      on and few sequences decoding, plus tokens drafted by prompt lookup), then prefill chunks of
+///      as many sequences as the token budget and the time budget allow.
 /// The plan is committed when it is made: each row's sequence counts its tokens as computed and the
 /// layout records them. The scheduler never runs the model and never samples; the engine tells it
 /// when a sequence finishes (<see cref="Finish"/>) and what the steps cost (<see cref="Observe"/>).
@@ -28,11 +30,20 @@ internal sealed class Scheduler
     private readonly PriorityQueue<Sequence, (long Priority, long Id)> _waiting = new();
     private readonly List<Sequence> _running;
     private readonly List<Sequence> _keep = [];
+    private readonly int _draftTokens;
+    private readonly int[] _draft;
     private long _admissions;
+
+    // Prompt lookup tries suffixes of up to three tokens; after a shorter match the continuation
+    // is right less often, so only one token is drafted (measured: longer drafts after short
+    // matches lose more steps than they save).
+    private const int DraftNgram = 3;
+    private const int ShortMatchDrafts = 1;
 
     /// <param name="maxStepTokens">Most new tokens the executor takes in one iteration.</param>
     /// <param name="reducedTopK">(logit, id) pairs the executor's steps reduce each row to (0: it always returns whole logits rows).</param>
-    public Scheduler(KvLayout kv, EngineOptions options, int maxStepTokens, int reducedTopK)
+    /// <param name="draftTokens">Most tokens drafted for a decoding sequence per step (0: no speculation; the executor must return several logits rows per row otherwise).</param>
+    public Scheduler(KvLayout kv, EngineOptions options, int maxStepTokens, int reducedTopK, int draftTokens = 0)
     {
         ArgumentNullException.ThrowIfNull(kv);
         ArgumentNullException.ThrowIfNull(options);
@@ -45,7 +56,13 @@ internal sealed class Scheduler
             throw new ArgumentException("a step must carry at least one token", nameof(options));
         _plan = new IterationPlan(kv.MaxSequences, tokenBudget);
         _running = new List<Sequence>(kv.MaxSequences);
+        ArgumentOutOfRangeException.ThrowIfNegative(draftTokens);
+        _draftTokens = draftTokens;
+        _draft = new int[draftTokens];
     }
+
+    /// <summary>Most tokens drafted for a sequence per step; 0 when speculation is off.</summary>
+    public int DraftTokens => _draftTokens;
 
     public KvLayout Kv => _kv;
 
@@ -82,6 +99,21 @@ internal sealed class Scheduler
     {
         _running.Remove(sequence);
         _kv.Release(sequence);
+    }
+
+    /// <summary>
+    /// The step verified <paramref name="accepted"/> of the sequence's drafted tokens: their KV,
+    /// written past its computed tokens, is valid, so they count as computed now. KV the step
+    /// wrote for rejected drafts lies past <see cref="Sequence.Computed"/> and is overwritten by
+    /// later steps; the layout never records it.
+    /// </summary>
+    public void AcceptDrafts(Sequence sequence, int accepted)
+    {
+        if (accepted <= 0)
+            return;
+        var start = sequence.Computed;
+        sequence.Computed = start + accepted;
+        _kv.Computed(sequence, start);
     }
 
     /// <summary>What the iteration's model runs took, to size the next prefill chunks within the time budget.</summary>
@@ -194,8 +226,10 @@ internal sealed class Scheduler
 
     private void AddRows(IterationPlan plan, PlanPart part)
     {
-        // Decodes first: a token each. Planned apart, the prefill half leaves them their room.
+        // Decodes first: a token each (plus drafts, while few decode). Planned apart, the prefill
+        // half leaves them their room.
         var decodesLater = 0;
+        var drafting = _draftTokens > 0 && part != PlanPart.Prefills && DecodingCount() <= _options.SpeculativeMaxDecodes;
         foreach (var sequence in _running)
         {
             if (!sequence.IsDecoding)
@@ -203,7 +237,13 @@ internal sealed class Scheduler
             if (part == PlanPart.Prefills)
                 decodesLater++;
             else if (plan.Rows.Length < plan.MaxRows && plan.TokenCount < plan.MaxTokens)
-                Commit(plan, sequence, 1, prefill: false);
+            {
+                var drafts = drafting ? Draft(sequence, plan.MaxTokens - plan.TokenCount - 1) : 0;
+                if (drafts > 0)
+                    CommitDrafts(plan, sequence, _draft.AsSpan(0, drafts));
+                else
+                    Commit(plan, sequence, 1, prefill: false);
+            }
         }
         if (part == PlanPart.Decodes)
             return;
@@ -221,6 +261,46 @@ internal sealed class Scheduler
             prefillLeft -= chunk;
             Commit(plan, sequence, chunk, prefill: true);
         }
+    }
+
+    private int DecodingCount()
+    {
+        var count = 0;
+        foreach (var sequence in _running)
+        {
+            if (sequence.IsDecoding)
+                count++;
+        }
+        return count;
+    }
+
+    // Drafts into _draft for a plainly decoding sequence (no healing mask to honour), leaving its
+    // last token's step room to end at max_tokens or the context's end, and reserves KV for the
+    // drafted positions; returns how many (0: a plain decode). A sequence with an adapter is not
+    // drafted for: the one-row step that checks drafts runs the base weights only.
+    private int Draft(Sequence sequence, int tokenRoom)
+    {
+        if (sequence.HealingLeft > 0 || sequence.Request.PrefillOnly || sequence.AdapterId != 0)
+            return 0;
+        var room = Math.Min(Math.Min(_draftTokens, tokenRoom), Math.Min(sequence.TokensLeft - 1, _kv.Capacity - sequence.Length - 1));
+        if (room <= 0)
+            return 0;
+        sequence.Drafter ??= new PromptLookupDrafter(DraftNgram, 1, sequence.Tokens.Length);
+        var drafts = sequence.Drafter.Propose(sequence.Tokens.AsSpan(0, sequence.Length), _draft.AsSpan(0, room), out var matched);
+        if (matched < DraftNgram)
+            drafts = Math.Min(drafts, ShortMatchDrafts);
+        // Drafts never preempt anyone: without a free block for them the step is a plain decode.
+        return drafts > 0 && _kv.TryGrow(sequence, sequence.Computed + 1 + drafts) ? drafts : 0;
+    }
+
+    // The newest token and the drafts run; only the newest counts as computed until the engine
+    // has verified the drafts (AcceptDrafts), so the layout records accepted tokens only.
+    private void CommitDrafts(IterationPlan plan, Sequence sequence, ReadOnlySpan<int> draft)
+    {
+        var start = sequence.Computed;
+        plan.AddDraftRow(sequence, draft);
+        sequence.Computed = start + 1;
+        _kv.Computed(sequence, start);
     }
 
     private void Commit(IterationPlan plan, Sequence sequence, int count, bool prefill)

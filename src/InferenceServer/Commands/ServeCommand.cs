@@ -17,6 +17,9 @@ namespace InferenceServer.Commands;
 /// </summary>
 internal static partial class ServeCommand
 {
+    // Measured drafts longer than two lose; past a handful the verification step only costs.
+    private const int MaxSpeculativeDrafts = 8;
+
     private static readonly Setting<string[]> Model = new("model",
         "Model folder (genai_config.json, tokenizer.json, model.onnx); repeatable: each model gets its own engine and an even share of --kv-cache-bytes, and a request's model field picks one by its folder's name (none: the first).",
         [ModelOption.DefaultPath], "-m");
@@ -35,6 +38,9 @@ internal static partial class ServeCommand
     private static readonly Setting<int> IterationBudgetMs = new("iteration-budget-ms",
         "Time one engine iteration should take at most, in ms: long prompts are computed in chunks sized from the measured cost of recent steps, so running sequences' next tokens and cancellations wait at most about this long (0: chunks by tokens alone).",
         (int)EngineOptions.InteractiveIterationBudget.TotalMilliseconds);
+    private static readonly Setting<int> SpeculativeDrafts = new("speculative-drafts",
+        "Prompt-lookup speculative decoding: up to this many tokens copied from where the sequence's last tokens appeared before are checked in one step while at most two sequences decode (0: off). Dense models with the logits_to_keep input only; the paged path ignores it. Off by default: on 2 CPU cores with the int4 default model it gave about 1.07x output tokens/s on the IDE workload (see the README), and int4 text may differ from plain greedy text at near-ties.",
+        0);
     private static readonly Setting<int> Threads = new("threads", "ONNX Runtime intra-op threads (0: one per core).", 0);
     private static readonly Setting<string[]> ApiKeys = new("api-key", "Accept only requests with one of these keys (repeatable; HTTP Bearer, gRPC authorization metadata; comma-separated in the environment, a list in the file).", [], plural: "api-keys");
     private static readonly Setting<int> MaxMessageBytes = new("max-message-bytes", "Largest gRPC message and HTTP body.", 4 << 20);
@@ -49,7 +55,7 @@ internal static partial class ServeCommand
     public static IEnumerable<Option> Options =>
     [
         ConfigurationFile.Option, Model.Option, Adapter.Option, Device.Option, Host.Option, HttpPort.Option, GrpcPort.Option, Tls.Option, MaxBatch.Option,
-        ContextLength.Option, KvCacheBytes.Option, MaxWaiting.Option, IterationBudgetMs.Option, Threads.Option, ApiKeys.Option, MaxMessageBytes.Option, GraceSeconds.Option,
+        ContextLength.Option, KvCacheBytes.Option, MaxWaiting.Option, IterationBudgetMs.Option, SpeculativeDrafts.Option, Threads.Option, ApiKeys.Option, MaxMessageBytes.Option, GraceSeconds.Option,
         MaxStopStrings.Option, MaxStopBytes.Option, MaxPriority.Option,
         LogLevelSetting.Option,
     ];
@@ -124,11 +130,15 @@ internal static partial class ServeCommand
             var iterationBudget = IterationBudgetMs.Resolve(parseResult, file);
             if (iterationBudget < 0)
                 throw new SettingException($"iteration-budget-ms is {iterationBudget}; it cannot be negative");
+            var drafts = SpeculativeDrafts.Resolve(parseResult, file);
+            if (drafts is < 0 or > MaxSpeculativeDrafts)
+                throw new SettingException($"speculative-drafts is {drafts}; it must be between 0 (off) and {MaxSpeculativeDrafts}");
             engine = new EngineOptions
             {
                 KvCacheBytes = KvCacheBytes.Resolve(parseResult, file),
                 MaxWaitingRequests = MaxWaiting.Resolve(parseResult, file),
                 IterationTimeBudget = TimeSpan.FromMilliseconds(iterationBudget),
+                SpeculativeDraftTokens = drafts,
             };
         }
         catch (SettingException e)
@@ -157,6 +167,11 @@ internal static partial class ServeCommand
                 AdapterLoaded(log, model.Name, parent.Name);
             else
                 ModelLoaded(log, model.Name, loading.Elapsed.TotalSeconds, model.MaxBatch, model.ContextLength);
+        }
+        if (engine.SpeculativeDraftTokens > 0)
+        {
+            foreach (var model in models.Bases)
+                Speculation(log, model.Name, model.Engine is InferenceEngine { SpeculativeDraftTokens: > 0 } ? $"on, up to {engine.SpeculativeDraftTokens} drafted tokens a step" : "off: the paged path checks no drafts");
         }
         await using (models)
         {
@@ -230,6 +245,9 @@ internal static partial class ServeCommand
 
     [LoggerMessage(EventId = 26, Level = LogLevel.Information, Message = "serving adapter {Adapter} on {Model}")]
     private static partial void AdapterLoaded(ILogger logger, string adapter, string model);
+
+    [LoggerMessage(EventId = 27, Level = LogLevel.Information, Message = "prompt-lookup speculation on {Model}: {State}")]
+    private static partial void Speculation(ILogger logger, string model, string state);
 
     [LoggerMessage(EventId = 24, Level = LogLevel.Information, Message = "warming up: a first generation through the engine")]
     private static partial void WarmingUp(ILogger logger);

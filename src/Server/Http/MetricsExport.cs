@@ -45,6 +45,8 @@ internal sealed class MetricsExport : IDisposable
         ["inference.tokens.prompt"] = "vllm_prompt_tokens_total",
         ["inference.tokens.generated"] = "vllm_generation_tokens_total",
         ["inference.requests.finished"] = "vllm_request_success_total",
+        ["inference.speculation.draft_tokens"] = "vllm_spec_decode_num_draft_tokens_total",
+        ["inference.speculation.accepted_tokens"] = "vllm_spec_decode_num_accepted_tokens_total",
     };
 
     private readonly CollectorRegistry _registry = Metrics.NewCustomRegistry();
