@@ -20,21 +20,12 @@ public sealed class IterationBudgetTests(TokenizerFixture model) : IClassFixture
     public void Chunks_fill_what_the_budget_leaves_after_the_decode_step()
     {
         var cost = new StepCost(25 * Ms);
-        Assert.Equal(StepCost.FirstPrefillTokens, cost.PrefillTokens(decodes: true)); // nothing measured yet
+        Assert.Equal(StepCost.FirstPrefillTokens, cost.PrefillTokens(decodes: false)); // nothing measured yet
         cost.Prefill(100, 10 * Ms); // 0.1 ms a token
-        Assert.Equal(250, cost.PrefillTokens(decodes: true));
+        Assert.Equal(250, cost.PrefillTokens(decodes: false));
         cost.Decode(5 * Ms);
         Assert.Equal(200, cost.PrefillTokens(decodes: true));
-    }
-
-    [Fact]
-    public void Without_decodes_waiting_time_sets_no_limit()
-    {
-        var cost = new StepCost(25 * Ms);
-        Assert.Equal(int.MaxValue, cost.PrefillTokens(decodes: false));
-        cost.Prefill(100, 50 * Ms);
-        cost.Decode(5 * Ms);
-        Assert.Equal(int.MaxValue, cost.PrefillTokens(decodes: false));
+        Assert.Equal(250, cost.PrefillTokens(decodes: false));
     }
 
     [Fact]
@@ -43,52 +34,29 @@ public sealed class IterationBudgetTests(TokenizerFixture model) : IClassFixture
         var cost = new StepCost(25 * Ms);
         cost.Prefill(100, 10 * Ms);
         cost.Prefill(8, 80 * Ms); // too few tokens to say what a token costs: ignored
-        Assert.Equal(250, cost.PrefillTokens(decodes: true));
+        Assert.Equal(250, cost.PrefillTokens(decodes: false));
         cost.Prefill(100, 50 * Ms); // slower now (0.5 ms a token): the estimate moves toward it
-        var after = cost.PrefillTokens(decodes: true);
+        var after = cost.PrefillTokens(decodes: false);
         Assert.InRange(after, 50, 249);
         cost.Decode(100 * Ms); // decodes alone overrun the budget
         Assert.Equal(StepCost.MinPrefillTokens, cost.PrefillTokens(decodes: true));
     }
 
     [Fact]
-    public async Task A_long_prompt_beside_a_decoding_sequence_is_computed_in_chunks_that_fit_the_budget()
+    public async Task A_long_prompt_is_computed_in_chunks_that_fit_the_budget()
     {
         // Steps that take 0.5 ms a prompt token and an 8 ms budget: after the first, unmeasured,
         // chunk, no chunk can be longer than the fewest an iteration computes.
         var executor = new ScriptedExecutor(model.Tokenizer.VocabSize) { PrefillCostPerToken = 0.5 * Ms, DecodeCost = Ms };
         await using var engine = ScriptedEngines.Create(model.Tokenizer, executor, new EngineOptions { IterationTimeBudget = 8 * Ms });
-        var decoding = engine.Submit(Greedy(Prompt(8, 7), 120));
-        engine.Iterate();
         var output = engine.Submit(Greedy(Prompt(200, 90), 6));
-        for (var i = 0; i < 200 && !(output.IsFinished && decoding.IsFinished); i++)
+        for (var i = 0; i < 100 && !output.IsFinished; i++)
             engine.Iterate();
         var result = await output.CollectAsync();
         Assert.Equal(6, result.TokenIds.Count);
-        Assert.Equal(120, (await decoding.CollectAsync()).TokenIds.Count);
-        var decodingId = executor.Plans[0][0].Id;
-        var prefills = executor.Plans.SelectMany(p => p).Where(r => r.Prefill && r.Id != decodingId).Select(r => r.Count).ToList();
+        var prefills = executor.Plans.SelectMany(p => p).Where(r => r.Prefill).Select(r => r.Count).ToList();
         Assert.Equal(StepCost.FirstPrefillTokens, prefills[0]);
         Assert.All(prefills.Skip(1), tokens => Assert.True(tokens <= StepCost.MinPrefillTokens, $"a chunk of {tokens} tokens"));
         Assert.Equal(200, prefills.Sum());
-    }
-
-    [Fact]
-    public async Task A_lone_prompt_is_not_cut_by_the_time_budget()
-    {
-        // Nobody's next token waits on the iteration, so the prompt is computed in one chunk of the
-        // token budget however slow its tokens are.
-        var executor = new ScriptedExecutor(model.Tokenizer.VocabSize) { PrefillCostPerToken = 0.5 * Ms, DecodeCost = Ms };
-        await using var engine = ScriptedEngines.Create(model.Tokenizer, executor, new EngineOptions { IterationTimeBudget = 8 * Ms });
-        var first = engine.Submit(Greedy(Prompt(200, 90), 2));
-        for (var i = 0; i < 10 && !first.IsFinished; i++)
-            engine.Iterate();
-        var second = engine.Submit(Greedy(Prompt(200, 91), 2)); // now with a measured cost
-        for (var i = 0; i < 10 && !second.IsFinished; i++)
-            engine.Iterate();
-        Assert.Equal(2, (await first.CollectAsync()).TokenIds.Count);
-        Assert.Equal(2, (await second.CollectAsync()).TokenIds.Count);
-        var prefills = executor.Plans.SelectMany(p => p).Where(r => r.Prefill).Select(r => r.Count).ToList();
-        Assert.Equal([200, 200], prefills);
     }
 }

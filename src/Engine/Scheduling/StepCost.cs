@@ -36,19 +36,16 @@ internal sealed class StepCost(TimeSpan budget)
         _decodeSeconds = _decodeSeconds == 0 ? elapsed.TotalSeconds : _decodeSeconds + (Smoothing * (elapsed.TotalSeconds - _decodeSeconds));
 
     /// <summary>
-    /// Prompt tokens this iteration can compute within the budget, leaving room for the decode step
-    /// (int.MaxValue when there is no budget). Without <paramref name="decodes"/> nobody's next
-    /// token waits on this iteration, so time sets no limit: cutting a lone prompt into budget-sized
-    /// chunks would only make its first token later (every chunk on a past costs more than its
-    /// share of one run), and the token budget still bounds the step.
+    /// Prompt tokens this iteration can compute within the budget, leaving room for a decode step
+    /// when <paramref name="decodes"/> (int.MaxValue when there is no budget).
     /// </summary>
     public int PrefillTokens(bool decodes)
     {
-        if (!Enabled || !decodes)
+        if (!Enabled)
             return int.MaxValue;
         if (_prefillSecondsPerToken == 0)
             return FirstPrefillTokens;
-        var left = budget.TotalSeconds - _decodeSeconds;
+        var left = budget.TotalSeconds - (decodes ? _decodeSeconds : 0);
         var tokens = left / _prefillSecondsPerToken;
         return tokens >= int.MaxValue ? int.MaxValue : Math.Max(MinPrefillTokens, (int)tokens);
     }
