@@ -48,6 +48,9 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
     /// <summary>Whether the consumer gave up; the engine polls it at the start of every iteration.</summary>
     internal bool Abandoned => Volatile.Read(ref _abandonedAt) != 0;
 
+    /// <summary>Tokens appended so far (any thread).</summary>
+    internal int TokenCount => Volatile.Read(ref _tokenCount);
+
     /// <summary>The Stopwatch timestamp of <see cref="Abandon"/> (0 if never).</summary>
     internal long AbandonedAt => Volatile.Read(ref _abandonedAt);
 

@@ -287,7 +287,7 @@ public sealed class InferenceEngine : IInferenceEngine
         // An executor that runs prefills and decodes apart gets them as two plans: a prompt the
         // first finishes decodes in the second, as one run could not have it do.
         var ranModel = _executor.DecodesRunApart
-            ? Step(PlanPart.Prefills) | Step(PlanPart.Decodes)
+            ? StepRunByRun(PlanPart.Prefills) | Step(PlanPart.Decodes)
             : Step(PlanPart.All);
         PublishSnapshot();
         if (ranModel) // an iteration with nothing to run only waited
@@ -306,6 +306,19 @@ public sealed class InferenceEngine : IInferenceEngine
         return plan.Rows.Length > 0;
     }
 
+    // Plan, then execute and apply one model run at a time: prompts prefilled in one half get
+    // their first tokens as their own runs end, not all together when the last run does.
+    private bool StepRunByRun(PlanPart part)
+    {
+        var plan = _scheduler.Schedule(part);
+        Settle(plan);
+        var cursor = 0;
+        do
+            Apply(plan, _executor.ExecuteRun(plan, ref cursor));
+        while (cursor >= 0);
+        return plan.Rows.Length > 0;
+    }
+
     private void Apply(IterationPlan plan, StepResult result)
     {
         var times = result.Times;
@@ -313,6 +326,8 @@ public sealed class InferenceEngine : IInferenceEngine
         var rows = plan.Rows;
         for (var r = 0; r < rows.Length; r++)
         {
+            if (!result.Ran(r))
+                continue; // a later run of the plan computes it
             var row = rows[r];
             var sequence = row.Sequence;
             if (row.Prefill)

@@ -72,8 +72,12 @@ internal sealed class RecordingModel(DecoderRunner runner, int failAtStep = 0) :
     public int VocabSize => runner.VocabSize;
     public long KvBytesPerToken => runner.KvBytesPerToken;
 
+    /// <summary>Called before every step, on the engine's thread.</summary>
+    public Action? BeforeStep { get; set; }
+
     public ReadOnlySpan<float> Step(int firstSlot, scoped ReadOnlySpan<SequenceStep> rows, scoped ReadOnlySpan<int> tokens)
     {
+        BeforeStep?.Invoke();
         int count;
         lock (_steps)
         {

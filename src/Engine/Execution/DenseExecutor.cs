@@ -26,6 +26,8 @@ internal sealed class DenseExecutor : IStepExecutor
     private readonly float[] _copied;    // per plan row: logits copied out of a prefill run
     private readonly float[] _kept;      // per plan row: the logits of a row that checks drafts
     private readonly int _keptStride;
+    private readonly bool[] _ran;        // per plan row: computed by the runs of the current call
+    private int _lastDecodeSlot;         // the last slot with a decode row, found as the slots are walked
 
     /// <param name="maxDrafts">Most drafted tokens a row carries (0: none; otherwise the model must keep several positions' logits).</param>
     public DenseExecutor(IDecoderModel model, DenseSlotLayout layout, int maxStepTokens, int maxDrafts = 0)
@@ -41,6 +43,7 @@ internal sealed class DenseExecutor : IStepExecutor
         _stepAdapters = new int[model.Slots];
         AdapterCount = model.AdapterCount;
         _rowBySlot = new int[model.Slots];
+        _ran = new bool[model.Slots];
         _lastRowOf = new int[model.Slots];
         _copied = new float[model.Slots * _vocab];
         ArgumentOutOfRangeException.ThrowIfNegative(maxDrafts);
@@ -58,19 +61,38 @@ internal sealed class DenseExecutor : IStepExecutor
 
     public StepResult Execute(IterationPlan plan)
     {
-        foreach (var copy in plan.Copies)
-            _model.CopyPrefix(copy.FromSlot, copy.ToSlot, copy.Length);
-        var rows = plan.Rows;
-        if (rows.Length == 0)
-            return default;
-        _rowBySlot.AsSpan().Fill(-1);
-        _lastRowOf.AsSpan(0, rows.Length).Fill(-1);
-        for (var r = 0; r < rows.Length; r++)
-            _rowBySlot[rows[r].Sequence.KvIndex] = r; // the slot
+        var cursor = 0;
+        return Run(plan, ref cursor, wholePlan: true);
+    }
 
-        int prefillTokens = 0, lastDecodeSlot = -1;
+    public StepResult ExecuteRun(IterationPlan plan, scoped ref int cursor) => Run(plan, ref cursor, wholePlan: false);
+
+    // Slots in order from the cursor: each prefill run as its slot comes up, then the batched decode
+    // run. A whole plan runs them all; otherwise a call returns after each prefill run, its rows
+    // marked in _ran, with the cursor on the next slot, and the last call runs the decodes.
+    private StepResult Run(IterationPlan plan, scoped ref int cursor, bool wholePlan)
+    {
+        var rows = plan.Rows;
+        if (cursor == 0)
+        {
+            foreach (var copy in plan.Copies)
+                _model.CopyPrefix(copy.FromSlot, copy.ToSlot, copy.Length);
+            if (rows.Length == 0)
+            {
+                cursor = -1;
+                return default;
+            }
+            _rowBySlot.AsSpan().Fill(-1);
+            _lastRowOf.AsSpan(0, rows.Length).Fill(-1);
+            for (var r = 0; r < rows.Length; r++)
+                _rowBySlot[rows[r].Sequence.KvIndex] = r; // the slot
+            _lastDecodeSlot = -1;
+        }
+        _ran.AsSpan(0, rows.Length).Clear();
+
+        var prefillTokens = 0;
         TimeSpan prefill = TimeSpan.Zero, decode = TimeSpan.Zero;
-        for (var slot = 0; slot < _rowBySlot.Length; slot++)
+        for (var slot = cursor; slot < _rowBySlot.Length; slot++)
         {
             var r = _rowBySlot[slot];
             if (r < 0)
@@ -83,11 +105,12 @@ internal sealed class DenseExecutor : IStepExecutor
                     plan.Tokens.Slice(row.TokenOffset, row.TokenCount), row.LogitsCount);
                 kept.CopyTo(_kept.AsSpan(r * _keptStride));
                 decode += Stopwatch.GetElapsedTime(verifyStarted);
+                _ran[r] = true;
                 continue;
             }
             if (row.TokenCount == 1)
             {
-                lastDecodeSlot = slot;
+                _lastDecodeSlot = slot;
                 continue;
             }
             // A chunk on top of a past runs alone, and so does the first chunk of a long prompt;
@@ -118,9 +141,18 @@ internal sealed class DenseExecutor : IStepExecutor
                 var member = _rowBySlot[slot + g];
                 if (rows[member].LogitsCount > 0)
                     logits.Slice(g * _vocab, _vocab).CopyTo(_copied.AsSpan(member * _vocab, _vocab));
+                _ran[member] = true;
             }
             slot += group - 1;
+            if (!wholePlan)
+            {
+                cursor = slot + 1;
+                return new StepResult(_vocab, _copied, default, _lastRowOf.AsSpan(0, rows.Length), new StepTimes(prefillTokens, prefill, decode),
+                    _kept, _keptStride, _ran.AsSpan(0, rows.Length));
+            }
         }
+        cursor = -1;
+        var lastDecodeSlot = _lastDecodeSlot;
 
         var last = ReadOnlySpan<float>.Empty;
         if (lastDecodeSlot >= 0)
@@ -138,6 +170,7 @@ internal sealed class DenseExecutor : IStepExecutor
                     _stepTokens[slot] = plan.Tokens[rows[r].TokenOffset];
                     _stepAdapters[slot] = rows[r].Sequence.AdapterId;
                     _lastRowOf[r] = slot;
+                    _ran[r] = true;
                 }
                 else if (r >= 0 && rows[r].LogitsCount > 1)
                 {
@@ -157,7 +190,8 @@ internal sealed class DenseExecutor : IStepExecutor
             last = _model.Step(0, _steps.AsSpan(0, lastDecodeSlot + 1), _stepTokens.AsSpan(0, lastDecodeSlot + 1), Adapters(lastDecodeSlot + 1));
             decode += Stopwatch.GetElapsedTime(started);
         }
-        return new StepResult(_vocab, _copied, last, _lastRowOf.AsSpan(0, rows.Length), new StepTimes(prefillTokens, prefill, decode), _kept, _keptStride);
+        return new StepResult(_vocab, _copied, last, _lastRowOf.AsSpan(0, rows.Length), new StepTimes(prefillTokens, prefill, decode),
+            _kept, _keptStride, _ran.AsSpan(0, rows.Length));
     }
 
     // A model without adapters gets the plain step (an empty span).

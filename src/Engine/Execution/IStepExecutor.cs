@@ -28,6 +28,19 @@ internal interface IStepExecutor
 
     /// <summary>Runs the plan's KV copies and rows; the result is valid until the next call.</summary>
     StepResult Execute(IterationPlan plan);
+
+    /// <summary>
+    /// Runs the plan's next model run from <paramref name="cursor"/> (0 on the first call) and
+    /// returns what it brought back for the rows it computed (<see cref="StepResult.Ran"/>);
+    /// <paramref name="cursor"/> is -1 once the plan is done. The engine applies each run as it
+    /// ends, so a prompt's first token goes out when its own run does, not when the plan's last
+    /// one does. An executor that runs a plan in one go runs all of it in the first call.
+    /// </summary>
+    StepResult ExecuteRun(IterationPlan plan, scoped ref int cursor)
+    {
+        cursor = -1;
+        return Execute(plan);
+    }
 }
 
 /// <summary>
@@ -42,12 +55,15 @@ internal readonly ref struct StepResult
 {
     private readonly ReadOnlySpan<float> _copied, _last, _kept;
     private readonly ReadOnlySpan<int> _lastRowOf;
+    private readonly ReadOnlySpan<bool> _ran;
     private readonly int _vocab, _keptStride;
 
     /// <param name="kept">Rows that checked drafts (<see cref="PlanRow.LogitsCount"/> &gt; 1): their logits, [LogitsCount, vocab] each, at the plan row's index times <paramref name="keptStride"/>.</param>
+    /// <param name="ran">Per plan row, whether this result holds it (empty: every row).</param>
     public StepResult(int vocab, ReadOnlySpan<float> copied, ReadOnlySpan<float> last, ReadOnlySpan<int> lastRowOf, StepTimes times,
-        ReadOnlySpan<float> kept = default, int keptStride = 0)
+        ReadOnlySpan<float> kept = default, int keptStride = 0, ReadOnlySpan<bool> ran = default)
     {
+        _ran = ran;
         _vocab = vocab;
         _copied = copied;
         _last = last;
@@ -84,6 +100,9 @@ internal readonly ref struct StepResult
         var last = row < _lastRowOf.Length ? _lastRowOf[row] : -1;
         return last >= 0 ? _last.Slice(last * _vocab, _vocab) : _copied.Slice(row * _vocab, _vocab);
     }
+
+    /// <summary>Whether a run of this result computed the plan row (a result of a whole plan holds every row).</summary>
+    public bool Ran(int row) => _ran.IsEmpty || _ran[row];
 
     /// <summary>The logits of a row that checked drafts: its last <paramref name="count"/> positions, [count, vocab], oldest first.</summary>
     public ReadOnlySpan<float> KeptLogits(int row, int count) => _kept.Slice(row * _keptStride, count * _vocab);
