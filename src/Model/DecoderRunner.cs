@@ -73,7 +73,7 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     // "the last position only"), and ONNX Runtime refuses an output buffer of another shape, so
     // these steps let it allocate the logits and copy them out, into a buffer that grows to the
     // most positions asked for.
-    private readonly Dictionary<(int Slot, int Tokens, int Kept), StepBinding> _keptBindings = [];
+    private readonly Dictionary<(int Slot, int Tokens, int Kept, AdapterUse Adapters), StepBinding> _keptBindings = [];
     private NativeBuffer? _keptLogits;
     private int _keptCapacity;
     private IRunnerBuffer? _logitsToKeep;
@@ -253,6 +253,11 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
             _decodeBindings[key].Dispose();
             _decodeBindings.Remove(key);
         }
+        foreach (var key in _keptBindings.Keys.Where(k => k.Adapters != AdapterUse.None).ToArray())
+        {
+            _keptBindings[key].Dispose();
+            _keptBindings.Remove(key);
+        }
         return id;
     }
 
@@ -276,8 +281,9 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     /// allocated (the logits' declared shape is that of one position, so no buffer of ours can be
     /// bound for several).
     /// </summary>
+    /// <param name="adapter">The row's adapter (an id from <see cref="LoadAdapter"/>; 0: the base model).</param>
     /// <exception cref="InvalidOperationException">The graph has no <see cref="LogitsToKeepInput"/> input (<see cref="HasMultiPositionLogits"/> is false).</exception>
-    public ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions)
+    public ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions, int adapter = 0)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
         if (!_keepsLogits)
@@ -289,12 +295,16 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
         // The mask spans the whole slot, as in decode steps, so the shapes (and the cached binding)
         // depend only on the number of new tokens and kept positions.
+        ReadOnlySpan<int> adapters = [adapter];
+        var withAdapter = ValidateAdapters(1, adapters);
         FillInputs(rows, tokens, row.TokenCount, Capacity);
-        if (!_keptBindings.TryGetValue((slot, row.TokenCount, positions), out var binding))
+        if (withAdapter != AdapterUse.None)
+            _adapters!.FillIndex(adapters, withAdapter);
+        if (!_keptBindings.TryGetValue((slot, row.TokenCount, positions, withAdapter), out var binding))
         {
             EnsureKeptLogits(positions);
-            binding = CreateBinding(slot, 1, row.TokenCount, Capacity, AdapterUse.None, positions);
-            _keptBindings.Add((slot, row.TokenCount, positions), binding);
+            binding = CreateBinding(slot, 1, row.TokenCount, Capacity, withAdapter, positions);
+            _keptBindings.Add((slot, row.TokenCount, positions, withAdapter), binding);
         }
         *(long*)_logitsToKeep!.Pointer = positions;
         // Bound anew each time: after a run the binding holds the logits ONNX Runtime allocated,

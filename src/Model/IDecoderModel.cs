@@ -26,7 +26,7 @@ public interface IDecoderModel
     /// returns the logits of its last <paramref name="positions"/> new positions, oldest first,
     /// [positions, vocab]: what checking drafted tokens in one step needs.
     /// </summary>
-    ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions) =>
+    ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions, int adapter = 0) =>
         throw new NotSupportedException("this model returns the logits of each row's last position only");
 
     /// <summary>Adapters loaded: ids 1 to this may name a row's adapter (0: none).</summary>

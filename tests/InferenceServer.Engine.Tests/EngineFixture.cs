@@ -98,12 +98,12 @@ internal sealed class RecordingModel(DecoderRunner runner, int failAtStep = 0) :
 
     private int _keptLogitsSteps;
 
-    public ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions)
+    public ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions, int adapter = 0)
     {
         Interlocked.Increment(ref _keptLogitsSteps);
         lock (_steps)
             _steps.Add((slot, [row]));
-        return runner.StepKeepingLogits(slot, row, tokens, positions);
+        return runner.StepKeepingLogits(slot, row, tokens, positions, adapter);
     }
 
     public void Dispose() => runner.Dispose();

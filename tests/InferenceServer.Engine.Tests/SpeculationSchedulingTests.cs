@@ -50,21 +50,6 @@ public sealed class SpeculationSchedulingTests(TokenizerFixture model) : IClassF
     }
 
     [Fact]
-    public void A_sequence_with_an_adapter_gets_plain_decodes()
-    {
-        // The one-row step that checks drafts runs the base weights only.
-        var scheduler = Create(Layout("dense", blocks: 64));
-        var sequence = Sequence(model.Tokenizer, [10, 11, 12, 13, 10, 11, 12], 50, adapter: 1);
-        scheduler.Enqueue(sequence);
-        scheduler.Schedule();
-        sequence.Tokens[sequence.Length++] = 13;
-        var plan = scheduler.Schedule();
-        Assert.Equal([new PlanRow(sequence, 7, 0, 1, 1, Prefill: false)], plan.Rows.ToArray());
-        scheduler.Finish(sequence);
-        Assert.Equal(0, scheduler.Kv.UsedBlocks);
-    }
-
-    [Fact]
     public void After_a_short_match_one_token_is_drafted()
     {
         var scheduler = Create(Layout("dense", blocks: 64));

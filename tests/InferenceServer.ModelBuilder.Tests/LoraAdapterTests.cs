@@ -45,6 +45,29 @@ public sealed class LoraAdapterTests(LoraFixture models) : IClassFixture<LoraFix
 
     public static TheoryData<string> AdapterNames => new(LoraFixture.Everywhere.Name, LoraFixture.QueryValue.Name);
 
+    [Fact]
+    public void A_step_that_keeps_several_positions_runs_its_row_with_its_adapter()
+    {
+        // What checking drafted tokens does: one step over four tokens, the logits of each position.
+        using var runner = LoraFixture.Runner(models.WithAdapters);
+        Assert.True(runner.HasMultiPositionLogits);
+        var id = runner.LoadAdapter(LoraFixture.Everywhere.Name);
+        var (tokens, logits) = Generate(runner, Prompt, 5, id);
+        var vocab = runner.VocabSize;
+
+        float[] Kept(int adapter)
+        {
+            runner.Step(0, [new SequenceStep(0, Prompt.Length)], Prompt, [adapter]);
+            return runner.StepKeepingLogits(0, new SequenceStep(Prompt.Length, 4), tokens.AsSpan(0, 4), 4, adapter).ToArray();
+        }
+        var kept = Kept(id);
+        for (var i = 0; i < 4; i++)
+            Assert.InRange(Compare.MaxAbsDifference(kept.AsSpan(i * vocab, vocab).ToArray(), logits[i + 1]), 0, MergedTolerance);
+        // Without the adapter the same step says something else.
+        var baseKept = Kept(0);
+        Assert.True(Compare.MaxAbsDifference(baseKept.AsSpan(0, vocab).ToArray(), logits[1]) > 0.01f);
+    }
+
     [Theory]
     [MemberData(nameof(AdapterNames))]
     public void An_adapter_gives_the_greedy_tokens_and_logits_of_its_merged_model(string adapter)

@@ -102,7 +102,7 @@ internal sealed class DenseExecutor : IStepExecutor
             {
                 var verifyStarted = Stopwatch.GetTimestamp();
                 var kept = _model.StepKeepingLogits(slot, new SequenceStep(row.PastLength, row.TokenCount),
-                    plan.Tokens.Slice(row.TokenOffset, row.TokenCount), row.LogitsCount);
+                    plan.Tokens.Slice(row.TokenOffset, row.TokenCount), row.LogitsCount, row.Sequence.AdapterId);
                 kept.CopyTo(_kept.AsSpan(r * _keptStride));
                 decode += Stopwatch.GetElapsedTime(verifyStarted);
                 _ran[r] = true;

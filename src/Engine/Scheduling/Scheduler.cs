@@ -276,11 +276,10 @@ internal sealed class Scheduler
 
     // Drafts into _draft for a plainly decoding sequence (no healing mask to honour), leaving its
     // last token's step room to end at max_tokens or the context's end, and reserves KV for the
-    // drafted positions; returns how many (0: a plain decode). A sequence with an adapter is not
-    // drafted for: the one-row step that checks drafts runs the base weights only.
+    // drafted positions; returns how many (0: a plain decode).
     private int Draft(Sequence sequence, int tokenRoom)
     {
-        if (sequence.HealingLeft > 0 || sequence.Request.PrefillOnly || sequence.AdapterId != 0)
+        if (sequence.HealingLeft > 0 || sequence.Request.PrefillOnly)
             return 0;
         var room = Math.Min(Math.Min(_draftTokens, tokenRoom), Math.Min(sequence.TokensLeft - 1, _kv.Capacity - sequence.Length - 1));
         if (room <= 0)
