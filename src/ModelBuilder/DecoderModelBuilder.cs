@@ -36,6 +36,12 @@ public sealed record BuildOptions
     /// </summary>
     public IReadOnlyList<string> LoraTargets { get; init; } = [];
 
+    /// <summary>
+    /// The fill-in-the-middle order the model was trained for, written to serving.json
+    /// (<see cref="ServingFile"/>); null: none (the server then prompts prefix, suffix, middle).
+    /// </summary>
+    public string? FimOrder { get; init; }
+
     /// <summary>Replace an existing output folder instead of failing.</summary>
     public bool Overwrite { get; init; }
 }
@@ -87,6 +93,8 @@ public static class DecoderModelBuilder
             }
             File.WriteAllText(Path.Combine(staging, ModelFolder.ConfigFileName), genaiConfig.ToJson());
             CopyTokenizerFiles(tokenizerFolder, staging);
+            if (options.FimOrder is not null)
+                ServingFile.WriteFimOrder(staging, options.FimOrder);
         });
     }
 

@@ -1,3 +1,4 @@
+using InferenceServer.Model;
 using InferenceServer.ModelBuilder.Checkpoint;
 
 namespace InferenceServer.ModelBuilder;
@@ -11,7 +12,8 @@ public static class HfFolderWriter
     public const string WeightsFileName = "model.safetensors";
 
     /// <param name="configPath">The config.json to copy as it is (it describes the weights' shape).</param>
-    public static void Write(string configPath, IWeightSource weights, string outputFolder, string? tokenizerFolder, bool overwrite)
+    /// <param name="fimOrder">Written to serving.json, which build-model --input carries into the model folder; null: none.</param>
+    public static void Write(string configPath, IWeightSource weights, string outputFolder, string? tokenizerFolder, bool overwrite, string? fimOrder = null)
     {
         ArgumentNullException.ThrowIfNull(weights);
         var config = HfConfig.Load(configPath);
@@ -21,6 +23,8 @@ public static class HfFolderWriter
             using (var stream = new FileStream(Path.Combine(staging, WeightsFileName), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20))
                 SafetensorsWriter.Write(stream, HfTensors.For(config), weights);
             DecoderModelBuilder.CopyTokenizerFiles(tokenizerFolder, staging);
+            if (fimOrder is not null)
+                ServingFile.WriteFimOrder(staging, fimOrder);
         });
     }
 }

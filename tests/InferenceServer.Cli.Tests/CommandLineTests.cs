@@ -71,6 +71,8 @@ public sealed class CommandLineTests
     [InlineData("build-model", "--input", "TOKENIZER", "--format", "gguf", "--precision", "int4", "--output", "/tmp/never.gguf")]
     [InlineData("build-model", "--input", "/nonexistent/hf", "--format", "gguf", "--output", "/tmp/never.gguf")]
     [InlineData("build-model", "--random-config", "x.json")]
+    [InlineData("build-model", "--input", "TOKENIZER", "--fim-order", "middle-first", "--output", "/tmp/never")]
+    [InlineData("build-model", "--input", "TOKENIZER", "--format", "gguf", "--fim-order", "suffix-prefix-middle", "--output", "/tmp/never.gguf")]
     [InlineData("build-model", "--upgrade-graph", "/nonexistent/model")]
     [InlineData("build-model", "--upgrade-graph", "/tmp", "--output", "/tmp/never")]
     public void Bad_input_gives_one_error_line_and_exit_code_1(params string[] arguments)
@@ -80,6 +82,32 @@ public sealed class CommandLineTests
         Assert.NotEqual(0, result.ExitCode);
         Assert.DoesNotContain("   at ", result.Error, StringComparison.Ordinal); // no stack trace
         Assert.False(string.IsNullOrWhiteSpace(result.Error));
+    }
+
+    [Fact]
+    public void The_fim_order_goes_to_serving_json_and_travels_from_a_hugging_face_folder()
+    {
+        using var temp = new TempFolder();
+        var oracle = TestPaths.Oracle("llama");
+        string? OrderIn(string folder) => InferenceServer.Model.ServingFile.ReadFimOrder(folder);
+
+        var hf = temp.Combine("hf");
+        Assert.Equal(0, Cli.Run(null, "build-model", "--random-config", Path.Combine(oracle, "config.json"), "--tokenizer", oracle,
+            "--format", "hf", "--fim-order", "suffix-prefix-middle", "--output", hf).ExitCode);
+        Assert.Equal("suffix-prefix-middle", OrderIn(hf));
+
+        // Carried from the input folder, unless the command line says otherwise.
+        var carried = temp.Combine("carried");
+        Assert.Equal(0, Cli.Run(null, "build-model", "--input", hf, "--output", carried).ExitCode);
+        Assert.Equal("suffix-prefix-middle", OrderIn(carried));
+        var overridden = temp.Combine("overridden");
+        Assert.Equal(0, Cli.Run(null, "build-model", "--input", hf, "--fim-order", "prefix-suffix-middle", "--output", overridden).ExitCode);
+        Assert.Equal("prefix-suffix-middle", OrderIn(overridden));
+
+        // A folder built without one has none: the server's default order.
+        var plain = temp.Combine("plain");
+        Assert.Equal(0, Cli.Run(null, "build-model", "--input", oracle, "--output", plain).ExitCode);
+        Assert.False(File.Exists(Path.Combine(plain, InferenceServer.Model.ServingFile.FileName)));
     }
 
     [Fact]

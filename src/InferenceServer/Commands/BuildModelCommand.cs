@@ -1,4 +1,5 @@
 using System.CommandLine;
+using InferenceServer.Model;
 using InferenceServer.Model.Lora;
 using InferenceServer.ModelBuilder;
 using InferenceServer.ModelBuilder.Checkpoint;
@@ -37,12 +38,18 @@ internal static class BuildModelCommand
         graph.AcceptOnlyFromAmong("dense", "paged");
         var topK = new Option<int>("--sampling-top-k") { Description = "Paged graph: how many largest logits per sequence it returns for sampling.", DefaultValueFactory = _ => 64 };
         var blockSize = new Option<int>("--int4-block-size") { Description = "Quantization block size for int4.", DefaultValueFactory = _ => 32 };
+        var fimOrder = new Option<string?>("--fim-order")
+        {
+            Description = "The fill-in-the-middle order the model was trained for, written to serving.json: prefix-suffix-middle or suffix-prefix-middle "
+                + "(trained with both; an editor's consecutive prompts then differ only at the end and hit the prefix cache). Default: the input folder's serving.json, if any.",
+        };
+        fimOrder.AcceptOnlyFromAmong([.. ServingFile.FimOrders]);
         var overwrite = new Option<bool>("--overwrite") { Description = "Replace the output folder if it exists." };
 
         var command = new Command("build-model",
             "Convert a Hugging Face LlamaForCausalLM or Qwen2ForCausalLM model to an ONNX model folder the server loads (or a Llama model to a GGUF file for llama.cpp).")
         {
-            input, randomConfig, tokenizer, seed, output, format, precision, graph, topK, blockSize, loraTargets, loraInput, baseModel, adapterName, upgradeGraph, overwrite,
+            input, randomConfig, tokenizer, seed, output, format, precision, graph, topK, blockSize, loraTargets, loraInput, baseModel, adapterName, upgradeGraph, fimOrder, overwrite,
         };
         command.Validators.Add(result =>
         {
@@ -73,6 +80,8 @@ internal static class BuildModelCommand
                 result.AddError("--format gguf writes fp32 or fp16 weights");
             if (chosen != "onnx" && result.GetResult(graph) is { Implicit: false })
                 result.AddError("--graph applies to --format onnx only");
+            if (chosen == "gguf" && result.GetValue(fimOrder) is not null)
+                result.AddError("--fim-order applies to --format onnx and hf (a GGUF file has no place for it)");
             if (chosen != "onnx" && result.GetValue(loraTargets) is not null)
                 result.AddError("--lora-targets applies to --format onnx only");
         });
@@ -117,6 +126,7 @@ internal static class BuildModelCommand
             var hfFolder = parseResult.GetValue(input);
             if (hfFolder is not null && !Directory.Exists(hfFolder))
                 throw new ModelBuildException($"{hfFolder}: no such folder");
+            options = options with { FimOrder = parseResult.GetValue(fimOrder) ?? (hfFolder is null ? null : ServingFile.ReadFimOrder(hfFolder)) };
             var config = HfConfig.Load(hfFolder is null ? parseResult.GetValue(randomConfig)! : Path.Combine(hfFolder, "config.json"));
             var tokenizerFolder = hfFolder ?? parseResult.GetValue(tokenizer);
             using IWeightSource weights = hfFolder is null ? new RandomWeights(parseResult.GetValue(seed)) : new HfCheckpoint(hfFolder);
@@ -127,7 +137,7 @@ internal static class BuildModelCommand
                         target, options.Precision, options.Overwrite);
                     break;
                 case "hf":
-                    HfFolderWriter.Write(parseResult.GetValue(randomConfig)!, weights, target, tokenizerFolder, options.Overwrite);
+                    HfFolderWriter.Write(parseResult.GetValue(randomConfig)!, weights, target, tokenizerFolder, options.Overwrite, options.FimOrder);
                     break;
                 default:
                     DecoderModelBuilder.Build(config, weights, target, options, tokenizerFolder);
