@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json.Nodes;
 using Microsoft.ML.OnnxRuntimeGenAI;
+using GenAiModel = Microsoft.ML.OnnxRuntimeGenAI.Model;
 
 namespace InferenceServer.Peers;
 
@@ -15,12 +16,7 @@ internal static class GenAiRunner
     public static EngineResult Run(string modelFolder, PromptSet prompts, int threads, int contextLength)
     {
         using var handle = new OgaHandle();
-        using var config = new Config(modelFolder);
-        config.ClearProviders();
-        // The intra-op threads of its session, as llama.cpp's and our engine's thread counts are set.
-        var sessionOptions = new JsonObject { ["intra_op_num_threads"] = threads, ["inter_op_num_threads"] = 1 };
-        config.Overlay(new JsonObject { ["model"] = new JsonObject { ["decoder"] = new JsonObject { ["session_options"] = sessionOptions } } }.ToJsonString());
-        using var model = new Model(config);
+        using var model = LoadModel(modelFolder, threads);
 
         Generate(model, prompts.Warmup, 4, contextLength, null);
         var levels = new List<EngineLevel>();
@@ -54,10 +50,21 @@ internal static class GenAiRunner
         return new EngineResult { Engine = "onnxruntime-genai", Threads = threads, Levels = levels };
     }
 
+    /// <summary>The model folder on the CPU, its session with <paramref name="threads"/> intra-op threads.</summary>
+    public static GenAiModel LoadModel(string modelFolder, int threads)
+    {
+        using var config = new Config(modelFolder);
+        config.ClearProviders();
+        // The intra-op threads of its session, as llama.cpp's and our engine's thread counts are set.
+        var sessionOptions = new JsonObject { ["intra_op_num_threads"] = threads, ["inter_op_num_threads"] = 1 };
+        config.Overlay(new JsonObject { ["model"] = new JsonObject { ["decoder"] = new JsonObject { ["session_options"] = sessionOptions } } }.ToJsonString());
+        return new GenAiModel(config);
+    }
+
     // Greedy generation of exactly `count` tokens (min_length keeps an end-of-sequence token from
     // stopping it early); times[i] is when token i was available, from the call. max_length is the
     // size of the generator's KV buffers, given like the other engines' context length.
-    private static int Generate(Model model, int[] prompt, int count, int contextLength, double[]? times)
+    private static int Generate(GenAiModel model, int[] prompt, int count, int contextLength, double[]? times)
     {
         var start = Stopwatch.GetTimestamp();
         using var parameters = new GeneratorParams(model);

@@ -7,6 +7,7 @@ const string Usage = """
     usage:
       inference-peers prompts --tokenizer DIR --manifest FILE --prompt-tokens N --output-tokens N --levels 1,4,16 --requests N --seed N --out FILE
       inference-peers genai --model DIR --prompts FILE --threads N [--context-length 512] --out FILE
+      inference-peers steps --model DIR [--threads 2] [--context-length 512] [--prompt-tokens 256] [--steps 64] [--rounds 10]
       inference-peers report --raw DIR --out DIR --title TEXT [--notes FILE]
     """;
 try
@@ -27,6 +28,10 @@ try
             var result = GenAiRunner.Run(options.Text("--model"), PromptSet.Load(options.Text("--prompts")), options.Int("--threads", 2), options.Int("--context-length", 512));
             File.WriteAllText(options.Text("--out"), JsonSerializer.Serialize(result, PromptSet.Json));
             break;
+        case "steps":
+            StepPair.Run(options.Text("--model"), options.Int("--threads", 2), options.Int("--context-length", 512), options.Int("--prompt-tokens", 256),
+                options.Int("--steps", 64), options.Int("--rounds", 10));
+            break;
         case "report":
             var notesFile = options.OptionalText("--notes");
             var notes = notesFile is null ? [] : File.ReadAllLines(notesFile).Where(l => !string.IsNullOrWhiteSpace(l)).ToArray();
@@ -37,7 +42,9 @@ try
     }
     return 0;
 }
-catch (Exception e) when (e is UsageException or IOException or InvalidDataException or JsonException or UnauthorizedAccessException)
+// A model folder either engine cannot load is reported like a bad argument, not as a crash.
+catch (Exception e) when (e is UsageException or IOException or InvalidDataException or JsonException or UnauthorizedAccessException
+    or Microsoft.ML.OnnxRuntimeGenAI.OnnxRuntimeGenAIException or InferenceServer.Model.ModelLoadException)
 {
     Console.Error.WriteLine($"inference-peers: {e.Message}");
     if (e is UsageException)
