@@ -19,6 +19,16 @@ public sealed record EngineOptions
     /// <summary>The iteration budget the server and the load generator use unless told otherwise: a keystroke's worth.</summary>
     public static readonly TimeSpan InteractiveIterationBudget = TimeSpan.FromMilliseconds(25);
 
+    /// <summary>
+    /// A prompt alone in the engine (nothing else running or waiting) is prefilled without the
+    /// time budget, in one run that is ended early (and its work dropped) when the prompt is
+    /// cancelled, or when another request arrives while more than a budget of it is left: nobody
+    /// waits behind it, and it does not pay for a pass over the weights per budget-sized chunk.
+    /// Needs a time budget and a model whose runs can be interrupted (the dense CPU runner);
+    /// otherwise ignored.
+    /// </summary>
+    public bool InterruptibleLonePrompts { get; init; } = true;
+
     /// <summary>KV cache budget in bytes; 0 uses all the model's slots. Counted in blocks of <see cref="KvBlockTokens"/>.</summary>
     public long KvCacheBytes { get; init; }
 

@@ -54,8 +54,15 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
     /// <summary>The Stopwatch timestamp of <see cref="Abandon"/> (0 if never).</summary>
     internal long AbandonedAt => Volatile.Read(ref _abandonedAt);
 
+    /// <summary>Told, on the abandoning thread, when the output is first abandoned.</summary>
+    internal IAbandonListener? Listener { get; set; }
+
     /// <summary>Marks the output unwanted (any thread; the first call's time is kept).</summary>
-    internal void Abandon() => Interlocked.CompareExchange(ref _abandonedAt, Stopwatch.GetTimestamp(), 0);
+    internal void Abandon()
+    {
+        if (Interlocked.CompareExchange(ref _abandonedAt, Stopwatch.GetTimestamp(), 0) == 0)
+            Listener?.Abandoned(this);
+    }
 
     internal void Append(int token, ReadOnlySpan<char> text, float logprob, ReadOnlySpan<TopLogprob> alternatives)
     {
@@ -230,3 +237,9 @@ public sealed class GenerationOutput : IAsyncEnumerable<GenerationEvent>
 
 /// <summary>A whole generation, as <see cref="GenerationOutput.CollectAsync"/> gathers it.</summary>
 public sealed record GenerationResult(string Text, IReadOnlyList<int> TokenIds, IReadOnlyList<TokenLogprobs> Logprobs, FinishReason FinishReason, Usage Usage, string? MatchedStop);
+
+/// <summary>Who wants to know at once that a consumer gave up (the engine, to end a run computing only for it).</summary>
+internal interface IAbandonListener
+{
+    void Abandoned(GenerationOutput output);
+}

@@ -20,7 +20,7 @@ namespace InferenceServer.Engine;
 /// only runs what the plan says. The engine is what sees requests: it validates them, samples, and
 /// writes every output.
 /// </summary>
-public sealed class InferenceEngine : IInferenceEngine
+public sealed class InferenceEngine : IInferenceEngine, IAbandonListener
 {
     private readonly Scheduler _scheduler;
     private readonly IStepExecutor _executor;
@@ -97,7 +97,8 @@ public sealed class InferenceEngine : IInferenceEngine
         var layout = new DenseSlotLayout(model.Slots, model.Capacity, options.KvBlockTokens, options.KvCacheBytes, model.KvBytesPerToken);
         ArgumentOutOfRangeException.ThrowIfNegative(options.SpeculativeDraftTokens, nameof(options.SpeculativeDraftTokens));
         var executor = new DenseExecutor(model, layout, options.MaxBatchTokens, options.SpeculativeDraftTokens);
-        return (new Scheduler(layout, options, executor.MaxStepTokens, executor.ReducedTopK, options.SpeculativeDraftTokens), executor);
+        return (new Scheduler(layout, options, executor.MaxStepTokens, executor.ReducedTopK, options.SpeculativeDraftTokens,
+            interruptibleLonePrompts: options.InterruptibleLonePrompts && executor.CanInterrupt), executor);
     }
 
     // The paged path: a block pool, one run per iteration.
@@ -140,12 +141,20 @@ public sealed class InferenceEngine : IInferenceEngine
         {
             int used = Volatile.Read(ref _usedBlocks), cached = Volatile.Read(ref _cachedBlocks);
             return new EngineSnapshot(Volatile.Read(ref _runningCount), Volatile.Read(ref _waitingCount), used, cached, _scheduler.Kv.TotalBlocks - used - cached,
-                Volatile.Read(ref _iterations), Volatile.Read(ref _cancellations), Volatile.Read(ref _lateCancellations));
+                Volatile.Read(ref _iterations), Volatile.Read(ref _cancellations), Volatile.Read(ref _lateCancellations))
+            {
+                InterruptedPrefills = Volatile.Read(ref _interruptedPrefills),
+            };
         }
     }
 
     private int _runningCount, _waitingCount, _usedBlocks, _cachedBlocks;
-    private long _iterations, _cancellations, _lateCancellations;
+    private long _iterations, _cancellations, _lateCancellations, _interruptedPrefills;
+
+    // While a lone prompt's interruptible run is under way: its output, and until when (a
+    // Stopwatch timestamp) an arrival is worth ending it for.
+    private GenerationOutput? _interruptibleOutput;
+    private long _interruptibleWorthUntil;
 
     // Stopwatch timestamps of the current and the previous iteration's start: a sequence
     // abandoned after the previous start is freed within one iteration of its cancellation.
@@ -221,7 +230,7 @@ public sealed class InferenceEngine : IInferenceEngine
         // fails here has nothing to give back.
         var request = validated.Request;
         var sampling = request.Sampling;
-        var output = new GenerationOutput(request.MaxTokens, sampling.Logprobs);
+        var output = new GenerationOutput(request.MaxTokens, sampling.Logprobs) { Listener = this };
         var detokenizer = _tokenizer.CreateStreamingDetokenizer(skipSpecialTokens: true);
         detokenizer.StopStrings = request.StopStrings;
         var prompt = validated.Prompt;
@@ -239,7 +248,17 @@ public sealed class InferenceEngine : IInferenceEngine
         _incoming.Enqueue(sequence);
         _metrics.Submitted(prompt.Length);
         _wake.Release();
+        // A lone prompt's run with more than a budget of work left would keep this one waiting.
+        if (Volatile.Read(ref _interruptibleOutput) is not null && Stopwatch.GetTimestamp() < Volatile.Read(ref _interruptibleWorthUntil))
+            _executor.Interrupt();
         return output;
+    }
+
+    void IAbandonListener.Abandoned(GenerationOutput output)
+    {
+        // The lone prompt's own cancellation: nobody wants what its run computes.
+        if (ReferenceEquals(Volatile.Read(ref _interruptibleOutput), output))
+            _executor.Interrupt();
     }
 
     private void Loop()
@@ -312,11 +331,49 @@ public sealed class InferenceEngine : IInferenceEngine
     {
         var plan = _scheduler.Schedule(part);
         Settle(plan);
-        var cursor = 0;
-        do
-            Apply(plan, _executor.ExecuteRun(plan, ref cursor));
-        while (cursor >= 0);
+        if (plan.Interruptible)
+            AllowInterrupt(plan);
+        try
+        {
+            var cursor = 0;
+            do
+            {
+                var result = _executor.ExecuteRun(plan, ref cursor);
+                if (result.Interrupted)
+                {
+                    _scheduler.Interrupted(plan);
+                    Volatile.Write(ref _interruptedPrefills, _interruptedPrefills + 1);
+                    break;
+                }
+                Apply(plan, result);
+            }
+            while (cursor >= 0);
+        }
+        finally
+        {
+            if (plan.Interruptible)
+            {
+                Volatile.Write(ref _interruptibleOutput, null);
+                _executor.AllowInterrupt(false);
+            }
+        }
         return plan.Rows.Length > 0;
+    }
+
+    // A lone prompt's plan (see EngineOptions.InterruptibleLonePrompts): from here until its run
+    // ends, its cancellation, or an arrival while more than a budget of the run is left, ends it.
+    private void AllowInterrupt(IterationPlan plan)
+    {
+        var output = plan.Rows[0].Sequence.Output;
+        var worthSeconds = plan.PredictedSeconds - _options.IterationTimeBudget.TotalSeconds;
+        var worthUntil = plan.PredictedSeconds == 0 ? long.MaxValue // no measurement yet: any arrival ends it
+            : Stopwatch.GetTimestamp() + (long)(worthSeconds * Stopwatch.Frequency);
+        _executor.AllowInterrupt(true);
+        Volatile.Write(ref _interruptibleWorthUntil, worthUntil);
+        Volatile.Write(ref _interruptibleOutput, output);
+        // What happened since the plan was made, before either hook could see it.
+        if (output.Abandoned || !_incoming.IsEmpty)
+            _executor.Interrupt();
     }
 
     private void Apply(IterationPlan plan, StepResult result)
@@ -637,4 +694,8 @@ public sealed class InferenceEngine : IInferenceEngine
 /// <param name="Cancellations">Sequences released because their consumer gave up (cancelled, disconnected).</param>
 /// <param name="LateCancellations">Of those, the ones released later than the first iteration that started after the cancellation.</param>
 public sealed record EngineSnapshot(int Running, int Waiting, int UsedBlocks, int CachedBlocks, int FreeBlocks,
-    long Iterations, long Cancellations, long LateCancellations);
+    long Iterations, long Cancellations, long LateCancellations)
+{
+    /// <summary>Lone prompts' prefill runs ended early (cancelled, or another request arrived); their work was dropped.</summary>
+    public long InterruptedPrefills { get; init; }
+}

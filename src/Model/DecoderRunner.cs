@@ -44,6 +44,9 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
     // another shape than the graph declares (one position), which ONNX Runtime would warn about
     // at every such step.
     private readonly RunOptions _runOptions = new() { LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+    // Interruption (AllowInterrupt, Interrupt): another thread may end the run under way.
+    private readonly Lock _interruptLock = new();
+    private bool _interruptible, _interruptPending, _running;
     private readonly GenaiDecoderSection _decoder;
     private readonly string? _positionIdsName;
     private readonly string _attentionMaskName;
@@ -473,14 +476,86 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
     private void RunSession(StepBinding binding)
     {
+        lock (_interruptLock)
+        {
+            if (_interruptPending)
+            {
+                _interruptPending = false;
+                throw new StepInterruptedException();
+            }
+            _running = true;
+        }
         try
         {
             _session.RunWithBinding(_runOptions, binding.IoBinding);
             _memory.Synchronize(binding.IoBinding);
         }
+        catch (OnnxRuntimeException e) when (TakeInterruption())
+        {
+            throw new StepInterruptedException("the step was interrupted", e);
+        }
         catch (OnnxRuntimeException e)
         {
             throw new InvalidOperationException($"the decoder step failed: {e.Message}", e);
+        }
+        finally
+        {
+            lock (_interruptLock)
+            {
+                _running = false;
+                if (_interruptPending)
+                {
+                    // Asked for as the run ended on its own: its results stand, and the flag must
+                    // not end the next run.
+                    _interruptPending = false;
+                    _runOptions.Terminate = false;
+                }
+            }
+        }
+    }
+
+    // A run that failed after Interrupt set the terminate flag: clear it for the next run.
+    private bool TakeInterruption()
+    {
+        lock (_interruptLock)
+        {
+            if (!_interruptPending)
+                return false;
+            _interruptPending = false;
+            _runOptions.Terminate = false;
+            return true;
+        }
+    }
+
+    /// <inheritdoc/>
+    public bool CanInterrupt => true;
+
+    /// <inheritdoc/>
+    public void AllowInterrupt(bool allowed)
+    {
+        // Called between runs by the thread that runs them, so no terminate flag is set now (a run
+        // clears it as it ends); only an interruption waiting for the next run is forgotten.
+        lock (_interruptLock)
+        {
+            _interruptible = allowed;
+            if (!allowed)
+                _interruptPending = false;
+        }
+    }
+
+    /// <summary>
+    /// Any thread: ends the run under way at ONNX Runtime's next node boundary (its terminate
+    /// flag), or the next run before it starts, if interruption is allowed.
+    /// </summary>
+    public void Interrupt()
+    {
+        lock (_interruptLock)
+        {
+            if (!_interruptible || _interruptPending || _disposed)
+                return;
+            _interruptPending = true;
+            if (_running)
+                _runOptions.Terminate = true;
         }
     }
 

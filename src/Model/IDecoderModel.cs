@@ -29,6 +29,26 @@ public interface IDecoderModel
     ReadOnlySpan<float> StepKeepingLogits(int slot, SequenceStep row, scoped ReadOnlySpan<int> tokens, int positions, int adapter = 0) =>
         throw new NotSupportedException("this model returns the logits of each row's last position only");
 
+    /// <summary>Whether <see cref="Interrupt"/> can end a step under way.</summary>
+    bool CanInterrupt => false;
+
+    /// <summary>
+    /// Whether the steps the calling thread starts from now on may be ended by
+    /// <see cref="Interrupt"/>; turning it off also forgets an interruption not yet acted on.
+    /// </summary>
+    void AllowInterrupt(bool allowed)
+    {
+    }
+
+    /// <summary>
+    /// Any thread: ends the step under way, or the next one if none is, provided interruption is
+    /// allowed (<see cref="AllowInterrupt"/>); that step throws <see cref="StepInterruptedException"/>.
+    /// Otherwise nothing happens.
+    /// </summary>
+    void Interrupt()
+    {
+    }
+
     /// <summary>Adapters loaded: ids 1 to this may name a row's adapter (0: none).</summary>
     int AdapterCount => 0;
 

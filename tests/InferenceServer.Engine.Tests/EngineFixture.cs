@@ -91,6 +91,10 @@ internal sealed class RecordingModel(DecoderRunner runner, int failAtStep = 0) :
 
     public void CopyPrefix(int fromSlot, int toSlot, int length) => runner.CopyPrefix(fromSlot, toSlot, length);
 
+    public bool CanInterrupt => runner.CanInterrupt;
+    public void AllowInterrupt(bool allowed) => runner.AllowInterrupt(allowed);
+    public void Interrupt() => runner.Interrupt();
+
     public bool HasMultiPositionLogits => runner.HasMultiPositionLogits;
 
     /// <summary>Steps that kept several positions' logits (rows that checked drafts), in order.</summary>

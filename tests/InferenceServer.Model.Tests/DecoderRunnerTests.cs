@@ -181,3 +181,70 @@ public sealed class DecoderRunnerTests(SmallModelFixture model) : IClassFixture<
         Assert.Equal(32, runner.Capacity);
     }
 }
+
+/// <summary>
+/// Interruption: another thread may end a step while the runner allows it; the step throws, and
+/// the runner's next steps are what they would have been without it.
+/// </summary>
+public sealed class DecoderRunnerInterruptionTests(SmallModelFixture model) : IClassFixture<SmallModelFixture>
+{
+    [Fact]
+    public void An_interruption_asked_for_before_a_step_ends_it_and_is_then_forgotten()
+    {
+        var tokens = SmallModelFixture.Tokens(40, seed: 21);
+        using var reference = model.CreateRunner(slots: 1);
+        var expected = reference.Step(0, [new SequenceStep(0, 40)], tokens).ToArray();
+        using var runner = model.CreateRunner(slots: 1);
+
+        runner.Interrupt(); // not allowed: nothing happens
+        Assert.Equal(expected, runner.Step(0, [new SequenceStep(0, 40)], tokens).ToArray());
+
+        runner.AllowInterrupt(true);
+        runner.Interrupt();
+        Assert.Throws<StepInterruptedException>(() => runner.Step(0, [new SequenceStep(0, 40)], tokens));
+        // Acted on once: the next step runs.
+        Assert.Equal(expected, runner.Step(0, [new SequenceStep(0, 40)], tokens).ToArray());
+
+        runner.Interrupt();
+        runner.AllowInterrupt(false); // forgets the interruption not yet acted on
+        Assert.Equal(expected, runner.Step(0, [new SequenceStep(0, 40)], tokens).ToArray());
+    }
+
+    [Fact]
+    public async Task A_step_interrupted_from_another_thread_leaves_the_runner_as_it_was()
+    {
+        var tokens = SmallModelFixture.Tokens(120, seed: 22);
+        using var reference = model.CreateRunner(slots: 1, capacity: 128);
+        var expected = reference.Step(0, [new SequenceStep(0, 120)], tokens).ToArray();
+        using var runner = model.CreateRunner(slots: 1, capacity: 128);
+        runner.AllowInterrupt(true);
+
+        for (var attempt = 0; attempt < 5; attempt++)
+        {
+            // Asked for as the step starts, so mostly while ONNX Runtime runs it (its terminate
+            // flag); whichever way it lands, the step either ends early or completes.
+            using var started = new ManualResetEventSlim();
+            var interrupter = Task.Run(() =>
+            {
+                started.Wait();
+                runner.Interrupt();
+            });
+            started.Set();
+            try
+            {
+                Assert.Equal(expected, runner.Step(0, [new SequenceStep(0, 120)], tokens).ToArray());
+            }
+            catch (StepInterruptedException)
+            {
+                // Ended early: nothing to compare.
+            }
+            await interrupter;
+            runner.AllowInterrupt(false); // an interruption that came after the step is dropped
+            runner.AllowInterrupt(true);
+        }
+        runner.AllowInterrupt(false);
+
+        // A step after interrupted ones computes as a fresh runner does (the terminate flag is cleared).
+        Assert.Equal(expected, runner.Step(0, [new SequenceStep(0, 120)], tokens).ToArray());
+    }
+}

@@ -58,6 +58,9 @@ internal sealed class DenseExecutor : IStepExecutor
     public bool DecodesRunApart => true;
     public int ReducedTopK => 0;
     public int AdapterCount { get; }
+    public bool CanInterrupt => _model.CanInterrupt;
+    public void AllowInterrupt(bool allowed) => _model.AllowInterrupt(allowed);
+    public void Interrupt() => _model.Interrupt();
 
     public StepResult Execute(IterationPlan plan)
     {
@@ -133,7 +136,21 @@ internal sealed class DenseExecutor : IStepExecutor
                 written += member.TokenCount;
             }
             var started = Stopwatch.GetTimestamp();
-            var logits = _model.Step(slot, _steps.AsSpan(0, group), _stepTokens.AsSpan(0, written), Adapters(group));
+            ReadOnlySpan<float> logits;
+            try
+            {
+                logits = _model.Step(slot, _steps.AsSpan(0, group), _stepTokens.AsSpan(0, written), Adapters(group));
+            }
+            catch (StepInterruptedException)
+            {
+                // Only a plan's one prefill run is ever interruptible: nothing of the plan ran.
+                _ran.AsSpan(0, rows.Length).Clear();
+                cursor = -1;
+                return new StepResult(_vocab, _copied, default, _lastRowOf.AsSpan(0, rows.Length), default, _kept, _keptStride, _ran.AsSpan(0, rows.Length))
+                {
+                    Interrupted = true,
+                };
+            }
             prefill += Stopwatch.GetElapsedTime(started);
             prefillTokens += written;
             for (var g = 0; g < group; g++)

@@ -26,6 +26,22 @@ internal interface IStepExecutor
     /// <summary>Adapters the model has loaded: a request may name ids 1 to this (0: none; the paged runners take none).</summary>
     int AdapterCount => 0;
 
+    /// <summary>Whether <see cref="Interrupt"/> can end a run under way (then the scheduler may plan interruptible runs).</summary>
+    bool CanInterrupt => false;
+
+    /// <summary>Whether the runs started from now on may be ended by <see cref="Interrupt"/> (the loop thread, between runs).</summary>
+    void AllowInterrupt(bool allowed)
+    {
+    }
+
+    /// <summary>
+    /// Any thread: ends the run under way (or the next, if none is) while interruption is allowed;
+    /// that call returns a result with <see cref="StepResult.Interrupted"/> set.
+    /// </summary>
+    void Interrupt()
+    {
+    }
+
     /// <summary>Runs the plan's KV copies and rows; the result is valid until the next call.</summary>
     StepResult Execute(IterationPlan plan);
 
@@ -86,6 +102,9 @@ internal readonly ref struct StepResult
     }
 
     public StepTimes Times { get; }
+
+    /// <summary>The run was ended early (<see cref="IStepExecutor.Interrupt"/>): no row of the plan was computed.</summary>
+    public bool Interrupted { get; init; }
 
     /// <summary>(logit, id) pairs per row in <see cref="TopLogits"/> and <see cref="TopIds"/>; 0: no reductions, every row is whole.</summary>
     public int TopK { get; }

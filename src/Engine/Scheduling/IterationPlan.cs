@@ -56,11 +56,22 @@ internal sealed class IterationPlan
     public List<Sequence> DroppedRunning { get; } = new(16);
     public List<Sequence> DroppedWaiting { get; } = new(16);
 
+    /// <summary>
+    /// The plan is one prompt alone in the engine, prefilled without the time budget: the engine
+    /// may end its run early (<see cref="EngineOptions.InterruptibleLonePrompts"/>).
+    /// </summary>
+    public bool Interruptible { get; set; }
+
+    /// <summary>What the plan's prefill is expected to take, in seconds (0: not known yet).</summary>
+    public double PredictedSeconds { get; set; }
+
     public void Clear()
     {
         Array.Clear(_rows, 0, _rowCount); // no sequence stays reachable from a reused plan
         _rowCount = _tokenCount = PrefillTokens = 0;
         NeedsLogitsRows = false;
+        Interruptible = false;
+        PredictedSeconds = 0;
         Copies.Clear();
         Admitted.Clear();
         Preempted.Clear();

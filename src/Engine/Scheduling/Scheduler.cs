@@ -31,6 +31,7 @@ internal sealed class Scheduler
     private readonly List<Sequence> _running;
     private readonly List<Sequence> _keep = [];
     private readonly int _draftTokens;
+    private readonly bool _interruptibleLonePrompts;
     private readonly int[] _draft;
     private long _admissions;
 
@@ -43,7 +44,8 @@ internal sealed class Scheduler
     /// <param name="maxStepTokens">Most new tokens the executor takes in one iteration.</param>
     /// <param name="reducedTopK">(logit, id) pairs the executor's steps reduce each row to (0: it always returns whole logits rows).</param>
     /// <param name="draftTokens">Most tokens drafted for a decoding sequence per step (0: no speculation; the executor must return several logits rows per row otherwise).</param>
-    public Scheduler(KvLayout kv, EngineOptions options, int maxStepTokens, int reducedTopK, int draftTokens = 0)
+    /// <param name="interruptibleLonePrompts">Whether a prompt alone in the engine is planned without the time budget, as an interruptible plan (the executor must be able to end its run early).</param>
+    public Scheduler(KvLayout kv, EngineOptions options, int maxStepTokens, int reducedTopK, int draftTokens = 0, bool interruptibleLonePrompts = false)
     {
         ArgumentNullException.ThrowIfNull(kv);
         ArgumentNullException.ThrowIfNull(options);
@@ -59,6 +61,7 @@ internal sealed class Scheduler
         ArgumentOutOfRangeException.ThrowIfNegative(draftTokens);
         _draftTokens = draftTokens;
         _draft = new int[draftTokens];
+        _interruptibleLonePrompts = interruptibleLonePrompts;
     }
 
     /// <summary>Most tokens drafted for a sequence per step; 0 when speculation is off.</summary>
@@ -114,6 +117,19 @@ internal sealed class Scheduler
         var start = sequence.Computed;
         sequence.Computed = start + accepted;
         _kv.Computed(sequence, start);
+    }
+
+    /// <summary>
+    /// The executor ended the plan's run before it finished (an interruptible plan, see
+    /// <see cref="IterationPlan.Interruptible"/>): its rows' tokens were not computed after all.
+    /// </summary>
+    public void Interrupted(IterationPlan plan)
+    {
+        foreach (var row in plan.Rows)
+        {
+            row.Sequence.Computed = row.PastLength;
+            _kv.Computed(row.Sequence, row.PastLength); // nothing new: the layout forgets the row's tokens
+        }
     }
 
     /// <summary>What the iteration's model runs took, to size the next prefill chunks within the time budget.</summary>
@@ -250,6 +266,13 @@ internal sealed class Scheduler
         // Then prefill chunks, as many sequences as the token and time budgets allow.
         var maxTokens = Math.Max(0, plan.MaxTokens - decodesLater);
         var prefillLeft = _cost.PrefillTokens(decodes: plan.TokenCount + decodesLater > 0);
+        // A prompt alone keeps nobody waiting: no time budget, and the engine ends the run early
+        // if that changes (it is cancelled, or someone arrives), so cancellations and newcomers
+        // still wait no longer than they would for a budgeted chunk.
+        var lone = _interruptibleLonePrompts && _cost.Enabled && part == PlanPart.Prefills && _running.Count == 1 && _waiting.Count == 0
+            && decodesLater == 0 && plan.Rows.Length == 0;
+        if (lone)
+            prefillLeft = int.MaxValue;
         foreach (var sequence in _running)
         {
             if (plan.Rows.Length == plan.MaxRows || plan.TokenCount >= maxTokens || prefillLeft == 0)
@@ -260,6 +283,11 @@ internal sealed class Scheduler
             var chunk = Math.Min(Math.Min(Math.Min(sequence.Length - sequence.Computed, _options.PrefillChunkTokens), maxTokens - plan.TokenCount), prefillLeft);
             prefillLeft -= chunk;
             Commit(plan, sequence, chunk, prefill: true);
+        }
+        if (lone && plan.Rows.Length == 1)
+        {
+            plan.Interruptible = true;
+            plan.PredictedSeconds = _cost.PrefillSeconds(plan.Rows[0].TokenCount);
         }
     }
 

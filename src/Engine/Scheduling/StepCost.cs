@@ -35,6 +35,9 @@ internal sealed class StepCost(TimeSpan budget)
     public void Decode(TimeSpan elapsed) =>
         _decodeSeconds = _decodeSeconds == 0 ? elapsed.TotalSeconds : _decodeSeconds + (Smoothing * (elapsed.TotalSeconds - _decodeSeconds));
 
+    /// <summary>What prefilling this many tokens is expected to take, in seconds; 0 before any prefill was measured.</summary>
+    public double PrefillSeconds(int tokens) => tokens * _prefillSecondsPerToken;
+
     /// <summary>
     /// Prompt tokens this iteration can compute within the budget, leaving room for a decode step
     /// when <paramref name="decodes"/> (int.MaxValue when there is no budget).
