@@ -47,6 +47,7 @@ public sealed class GrpcJsClientTests(ServerFixture fixture)
         Assert.Equal(0, after.GetProperty("kv_blocks_used").GetInt32());
         Assert.Equal(before.GetProperty("cancellations").GetInt64() + 1, after.GetProperty("cancellations").GetInt64());
         Assert.Equal(0, after.GetProperty("late_cancellations").GetInt64());
+        Assert.Equal(0, after.GetProperty("interrupted_prefills").GetInt64()); // its stand-in model cannot be interrupted
         // It stopped early: far fewer steps than the 200 tokens asked for.
         Assert.InRange(slow.Decoder.Steps, 3, 150);
     }

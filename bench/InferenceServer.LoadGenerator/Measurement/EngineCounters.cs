@@ -10,7 +10,7 @@ namespace InferenceServer.LoadGenerator.Measurement;
 /// speculation counts only where the engine runs in this process).
 /// </summary>
 public sealed record EngineCounts(long Iterations, long Cancellations, long LateCancellations, int Running, int Waiting,
-    long DraftedTokens = 0, long AcceptedTokens = 0);
+    long DraftedTokens = 0, long AcceptedTokens = 0, long InterruptedPrefills = 0);
 
 /// <summary>Reads the serving engine's counts, over HTTP or in this process.</summary>
 public interface IEngineCounters
@@ -78,7 +78,8 @@ public sealed class AdminEndpointCounters(Uri admin, string? apiKey) : IEngineCo
         }
         return new EngineCounts(iterations.GetInt64(), cancellations.GetInt64(), late.GetInt64(),
             root.TryGetProperty("running", out var running) ? running.GetInt32() : 0,
-            root.TryGetProperty("waiting", out var waiting) ? waiting.GetInt32() : 0);
+            root.TryGetProperty("waiting", out var waiting) ? waiting.GetInt32() : 0,
+            InterruptedPrefills: root.TryGetProperty("interrupted_prefills", out var interrupted) ? interrupted.GetInt64() : 0);
     }
 
     public IReadOnlyList<double>? TakeCancelToFree() => null;
@@ -130,7 +131,7 @@ public sealed class InProcessCounters : IEngineCounters, IDisposable
     {
         var s = _engine.Snapshot;
         return Task.FromResult<EngineCounts?>(new EngineCounts(s.Iterations, s.Cancellations, s.LateCancellations, s.Running, s.Waiting,
-            Interlocked.Read(ref _drafted), Interlocked.Read(ref _accepted)));
+            Interlocked.Read(ref _drafted), Interlocked.Read(ref _accepted), s.InterruptedPrefills));
     }
 
     public IReadOnlyList<double>? TakeCancelToFree()

@@ -58,6 +58,7 @@ public static class LevelSummary
             PrefixCacheShare = reportsCache && promptTokens > 0 ? (double)cachedTokens / promptTokens : null,
             Cancellation = Cancellation(cancelled, wall, counterSource, before, after, cancelToFree),
             IterationMs = iterationMs is { Count: > 0 } ? Percentiles.Summarize(iterationMs) : null,
+            InterruptedPrefills = before is not null && after is not null ? after.InterruptedPrefills - before.InterruptedPrefills : null,
             DraftedTokens = drafted > 0 ? drafted : null,
             AcceptedTokens = drafted > 0 ? after!.AcceptedTokens - before!.AcceptedTokens : null,
         };

@@ -113,6 +113,9 @@ public sealed record LevelReport
     /// </summary>
     public Distribution? IterationMs { get; init; }
 
+    /// <summary>Lone prompts' prefill runs the engine ended early (cancelled, or another request arrived), where its counts were read.</summary>
+    public long? InterruptedPrefills { get; init; }
+
     /// <summary>Tokens the engine drafted by prompt lookup during the level, and how many the model accepted (in this process, speculation on).</summary>
     public long? DraftedTokens { get; init; }
     public long? AcceptedTokens { get; init; }

@@ -127,8 +127,9 @@ public static class ReportTables
     {
         ArgumentNullException.ThrowIfNull(level);
         var d = level.IterationMs!;
+        var interrupted = level.InterruptedPrefills is > 0 ? $"; {level.InterruptedPrefills} runs of a lone prompt ended early" : "";
         return string.Create(CultureInfo.InvariantCulture,
-            $"{level.Label}: engine iterations p50 / p90 / p99 {Triple(d, 1)} ms, longest {d.Max:F1} ms ({d.Count} iterations)");
+            $"{level.Label}: engine iterations p50 / p90 / p99 {Triple(d, 1)} ms, longest {d.Max:F1} ms ({d.Count} iterations){interrupted}");
     }
 
     /// <summary>How many drafted tokens the model accepted over the level, and what share of the output they were.</summary>

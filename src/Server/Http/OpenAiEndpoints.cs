@@ -105,6 +105,7 @@ public static class OpenAiEndpoints
                 Iterations = snapshot.Iterations,
                 Cancellations = snapshot.Cancellations,
                 LateCancellations = snapshot.LateCancellations,
+                InterruptedPrefills = snapshot.InterruptedPrefills,
             }, OpenAiJsonContext.Default.EngineStatus);
         }));
         app.MapGet(HealthPath, context =>

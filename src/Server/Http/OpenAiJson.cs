@@ -207,6 +207,9 @@ internal sealed class EngineStatus
     public required long Iterations { get; init; }
     public required long Cancellations { get; init; }
     public required long LateCancellations { get; init; }
+
+    /// <summary>Prefill runs of a prompt alone in the engine that were ended early (it was cancelled, or another request arrived).</summary>
+    public required long InterruptedPrefills { get; init; }
 }
 
 internal sealed class ErrorResponse
