@@ -13,19 +13,19 @@ public sealed class IterationBudgetTests(TokenizerFixture model) : IClassFixture
         var cost = new StepCost(TimeSpan.Zero);
         cost.Prefill(100, 10 * Ms);
         Assert.False(cost.Enabled);
-        Assert.Equal(int.MaxValue, cost.PrefillTokens(decodes: true));
+        Assert.Equal(int.MaxValue, cost.PrefillTokens(decoding: 1, prompts: 1));
     }
 
     [Fact]
     public void Chunks_fill_what_the_budget_leaves_after_the_decode_step()
     {
         var cost = new StepCost(25 * Ms);
-        Assert.Equal(StepCost.FirstPrefillTokens, cost.PrefillTokens(decodes: false)); // nothing measured yet
+        Assert.Equal(StepCost.FirstPrefillTokens, cost.PrefillTokens(decoding: 0, prompts: 1)); // nothing measured yet
         cost.Prefill(100, 10 * Ms); // 0.1 ms a token
-        Assert.Equal(250, cost.PrefillTokens(decodes: false));
+        Assert.Equal(250, cost.PrefillTokens(decoding: 0, prompts: 1));
         cost.Decode(5 * Ms);
-        Assert.Equal(200, cost.PrefillTokens(decodes: true));
-        Assert.Equal(250, cost.PrefillTokens(decodes: false));
+        Assert.Equal(200, cost.PrefillTokens(decoding: 1, prompts: 1));
+        Assert.Equal(250, cost.PrefillTokens(decoding: 0, prompts: 1));
     }
 
     [Fact]
@@ -34,12 +34,25 @@ public sealed class IterationBudgetTests(TokenizerFixture model) : IClassFixture
         var cost = new StepCost(25 * Ms);
         cost.Prefill(100, 10 * Ms);
         cost.Prefill(8, 80 * Ms); // too few tokens to say what a token costs: ignored
-        Assert.Equal(250, cost.PrefillTokens(decodes: false));
+        Assert.Equal(250, cost.PrefillTokens(decoding: 0, prompts: 1));
         cost.Prefill(100, 50 * Ms); // slower now (0.5 ms a token): the estimate moves toward it
-        var after = cost.PrefillTokens(decodes: false);
+        var after = cost.PrefillTokens(decoding: 0, prompts: 1);
         Assert.InRange(after, 50, 249);
-        cost.Decode(100 * Ms); // decodes alone overrun the budget
-        Assert.Equal(StepCost.MinPrefillTokens, cost.PrefillTokens(decodes: true));
+        cost.Prefill(1_000, 10_000 * Ms); // very slow prompt tokens: the fewest an iteration computes
+        Assert.Equal(StepCost.MinPrefillTokens, cost.PrefillTokens(decoding: 1, prompts: 1));
+    }
+
+    [Fact]
+    public void Each_prompt_gets_at_least_the_time_of_each_decoding_sequence()
+    {
+        var cost = new StepCost(25 * Ms);
+        cost.Prefill(100, 10 * Ms); // 0.1 ms a token
+        cost.Decode(20 * Ms);
+        Assert.Equal(50, cost.PrefillTokens(decoding: 4, prompts: 1)); // what the budget leaves: 5 ms
+        Assert.Equal(66, cost.PrefillTokens(decoding: 3, prompts: 1)); // a third of the 20 ms decode
+        Assert.Equal(200, cost.PrefillTokens(decoding: 1, prompts: 1)); // as long as the decode
+        Assert.Equal(800, cost.PrefillTokens(decoding: 2, prompts: 8)); // a queue of prompts: four decodes' time
+        Assert.Equal(250, cost.PrefillTokens(decoding: 0, prompts: 8)); // nothing decodes: the budget
     }
 
     [Fact]

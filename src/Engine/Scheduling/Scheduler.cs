@@ -265,7 +265,8 @@ internal sealed class Scheduler
             return;
         // Then prefill chunks, as many sequences as the token and time budgets allow.
         var maxTokens = Math.Max(0, plan.MaxTokens - decodesLater);
-        var prefillLeft = _cost.PrefillTokens(decodes: plan.TokenCount + decodesLater > 0);
+        // Every row so far is a decode (or a decode with drafts).
+        var prefillLeft = _cost.PrefillTokens(decoding: part == PlanPart.Prefills ? decodesLater : plan.Rows.Length, prompts: PromptsLeft());
         // A prompt alone keeps nobody waiting: no time budget, and the engine ends the run early
         // if that changes (it is cancelled, or someone arrives), so cancellations and newcomers
         // still wait no longer than they would for a budgeted chunk.
@@ -289,6 +290,18 @@ internal sealed class Scheduler
             plan.Interruptible = true;
             plan.PredictedSeconds = _cost.PrefillSeconds(plan.Rows[0].TokenCount);
         }
+    }
+
+    // Sequences waiting for prompt tokens: admitted ones with some left, and the waiting queue.
+    private int PromptsLeft()
+    {
+        var prompts = _waiting.Count;
+        foreach (var sequence in _running)
+        {
+            if (!sequence.IsDecoding && sequence.Computed < sequence.Length && !sequence.Output.Abandoned)
+                prompts++;
+        }
+        return prompts;
     }
 
     private int DecodingCount()

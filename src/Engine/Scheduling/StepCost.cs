@@ -39,16 +39,23 @@ internal sealed class StepCost(TimeSpan budget)
     public double PrefillSeconds(int tokens) => tokens * _prefillSecondsPerToken;
 
     /// <summary>
-    /// Prompt tokens this iteration can compute within the budget, leaving room for a decode step
-    /// when <paramref name="decodes"/> (int.MaxValue when there is no budget).
+    /// Prompt tokens this iteration can compute within the budget, leaving room for the decode
+    /// step of <paramref name="decoding"/> sequences (int.MaxValue when there is no budget). Each
+    /// of the <paramref name="prompts"/> sequences waiting for prompt tokens gets at least as much
+    /// of an iteration as each decoding one: where the decodes alone take most of the budget or
+    /// more (many sequences, a large model), it cannot hold anyway, and prompts cut to a few
+    /// tokens an iteration would each pay a pass over the weights for those few while a queue of
+    /// them waits for a first token.
     /// </summary>
-    public int PrefillTokens(bool decodes)
+    public int PrefillTokens(int decoding, int prompts)
     {
         if (!Enabled)
             return int.MaxValue;
         if (_prefillSecondsPerToken == 0)
             return FirstPrefillTokens;
-        var left = budget.TotalSeconds - (decodes ? _decodeSeconds : 0);
+        var left = budget.TotalSeconds;
+        if (decoding > 0)
+            left = Math.Max(left - _decodeSeconds, _decodeSeconds * prompts / decoding);
         var tokens = left / _prefillSecondsPerToken;
         return tokens >= int.MaxValue ? int.MaxValue : Math.Max(MinPrefillTokens, (int)tokens);
     }
