@@ -7,7 +7,7 @@ namespace InferenceServer.Engine;
 /// <summary>
 /// The dense graph's slots, run as GroupQueryAttention on the CPU allows: prefill chunks first
 /// (whole fresh prompts in adjacent slots as one right-padded batch, any other chunk alone), then
-/// every single-token row (decodes) in one batched run over slots 0 to the last one decoding, with
+/// every single-token row (decodes) in one batched run over the slots from the first decoding one to the last, with
 /// scratch rows for the slots in that range that are not. Logits rows a prefill run produced are
 /// copied out before the next run reuses the model's output; the decode run's are read in place.
 /// A decode row that carries drafted tokens runs alone (the model's multi-position step), and the
@@ -27,7 +27,7 @@ internal sealed class DenseExecutor : IStepExecutor
     private readonly float[] _kept;      // per plan row: the logits of a row that checks drafts
     private readonly int _keptStride;
     private readonly bool[] _ran;        // per plan row: computed by the runs of the current call
-    private int _lastDecodeSlot;         // the last slot with a decode row, found as the slots are walked
+    private int _firstDecodeSlot, _lastDecodeSlot; // the slots with decode rows span these, found as the slots are walked
 
     /// <param name="maxDrafts">Most drafted tokens a row carries (0: none; otherwise the model must keep several positions' logits).</param>
     public DenseExecutor(IDecoderModel model, DenseSlotLayout layout, int maxStepTokens, int maxDrafts = 0)
@@ -89,7 +89,7 @@ internal sealed class DenseExecutor : IStepExecutor
             _lastRowOf.AsSpan(0, rows.Length).Fill(-1);
             for (var r = 0; r < rows.Length; r++)
                 _rowBySlot[rows[r].Sequence.KvIndex] = r; // the slot
-            _lastDecodeSlot = -1;
+            _firstDecodeSlot = _lastDecodeSlot = -1;
         }
         _ran.AsSpan(0, rows.Length).Clear();
 
@@ -113,6 +113,8 @@ internal sealed class DenseExecutor : IStepExecutor
             }
             if (row.TokenCount == 1)
             {
+                if (_firstDecodeSlot < 0)
+                    _firstDecodeSlot = slot;
                 _lastDecodeSlot = slot;
                 continue;
             }
@@ -169,42 +171,46 @@ internal sealed class DenseExecutor : IStepExecutor
             }
         }
         cursor = -1;
-        var lastDecodeSlot = _lastDecodeSlot;
+        int firstDecodeSlot = _firstDecodeSlot, lastDecodeSlot = _lastDecodeSlot;
 
         var last = ReadOnlySpan<float>.Empty;
         if (lastDecodeSlot >= 0)
         {
-            // Slots in the range that do not decode get a scratch row that writes past their valid KV,
-            // with the adapter of a decoding row: a batch whose rows share one adapter stays one
-            // adapter for the runner (its matrices gathered once), and a scratch row's output is unread.
+            // One run over the slots from the first decoding one to the last (a run takes adjacent
+            // slots). Slots in the range that do not decode get a scratch row that writes past
+            // their valid KV, with the adapter of a decoding row: a batch whose rows share one
+            // adapter stays one adapter for the runner (its matrices gathered once), and a scratch
+            // row's output is unread.
             var scratchAdapter = rows[_rowBySlot[lastDecodeSlot]].Sequence.AdapterId;
-            for (var slot = 0; slot <= lastDecodeSlot; slot++)
+            var batch = lastDecodeSlot - firstDecodeSlot + 1;
+            for (var slot = firstDecodeSlot; slot <= lastDecodeSlot; slot++)
             {
                 var r = _rowBySlot[slot];
+                var i = slot - firstDecodeSlot;
                 if (r >= 0 && rows[r].TokenCount == 1)
                 {
-                    _steps[slot] = new SequenceStep(rows[r].PastLength, 1);
-                    _stepTokens[slot] = plan.Tokens[rows[r].TokenOffset];
-                    _stepAdapters[slot] = rows[r].Sequence.AdapterId;
-                    _lastRowOf[r] = slot;
+                    _steps[i] = new SequenceStep(rows[r].PastLength, 1);
+                    _stepTokens[i] = plan.Tokens[rows[r].TokenOffset];
+                    _stepAdapters[i] = rows[r].Sequence.AdapterId;
+                    _lastRowOf[r] = i;
                     _ran[r] = true;
                 }
                 else if (r >= 0 && rows[r].LogitsCount > 1)
                 {
                     // Past the drafts: the slot's recorded length stops before them, and accepted ones must survive.
-                    _steps[slot] = new SequenceStep(rows[r].PastLength + rows[r].TokenCount, 1);
-                    _stepTokens[slot] = 0;
-                    _stepAdapters[slot] = scratchAdapter;
+                    _steps[i] = new SequenceStep(rows[r].PastLength + rows[r].TokenCount, 1);
+                    _stepTokens[i] = 0;
+                    _stepAdapters[i] = scratchAdapter;
                 }
                 else
                 {
-                    _steps[slot] = new SequenceStep(_kv.ScratchPosition(slot), 1);
-                    _stepTokens[slot] = 0;
-                    _stepAdapters[slot] = scratchAdapter;
+                    _steps[i] = new SequenceStep(_kv.ScratchPosition(slot), 1);
+                    _stepTokens[i] = 0;
+                    _stepAdapters[i] = scratchAdapter;
                 }
             }
             var started = Stopwatch.GetTimestamp();
-            last = _model.Step(0, _steps.AsSpan(0, lastDecodeSlot + 1), _stepTokens.AsSpan(0, lastDecodeSlot + 1), Adapters(lastDecodeSlot + 1));
+            last = _model.Step(firstDecodeSlot, _steps.AsSpan(0, batch), _stepTokens.AsSpan(0, batch), Adapters(batch));
             decode += Stopwatch.GetElapsedTime(started);
         }
         return new StepResult(_vocab, _copied, last, _lastRowOf.AsSpan(0, rows.Length), new StepTimes(prefillTokens, prefill, decode),
