@@ -73,8 +73,9 @@ public sealed class PercentileTests
             new() { Outcome = RequestOutcome.Failed, EndMs = 1, ErrorKey = "http:429", ErrorMessage = "busy" },
         ];
         var level = LevelSummary.Build("2 streams", 2, records, TimeSpan.FromSeconds(2), "admin",
-            new EngineCounts(100, 10, 0, 0, 0), new EngineCounts(150, 14, 1, 0, 0), null);
+            new EngineCounts(100, 10, 0, 0, 0, InterruptedPrefills: 2), new EngineCounts(150, 14, 1, 0, 0, InterruptedPrefills: 5), null);
         Assert.Equal(5, level.Requests);
+        Assert.Equal(3, level.InterruptedPrefills);
         Assert.Equal(2, level.Completed);
         Assert.Equal(1, level.Cancelled);
         Assert.Equal(2, level.Failed);
@@ -88,6 +89,18 @@ public sealed class PercentileTests
         Assert.Equal(0.75, level.Cancellation.FreedWithinOneIterationShare!.Value, 9);
         Assert.Equal(40, level.Cancellation.MeanIterationMs!.Value, 9);
         Assert.Equal("75% of 4 within 1 iteration (~40.0 ms)", ReportTables.CancelToFree(level));
+    }
+
+    [Fact]
+    public void Admin_counts_are_read_with_and_without_the_interrupted_prefills_field()
+    {
+        using var current = System.Text.Json.JsonDocument.Parse("""{"iterations": 9, "cancellations": 3, "late_cancellations": 1, "running": 2, "waiting": 1, "interrupted_prefills": 4}""");
+        Assert.Equal(new EngineCounts(9, 3, 1, 2, 1, InterruptedPrefills: 4), AdminEndpointCounters.Parse(current.RootElement));
+        // A server from before the field: none counted.
+        using var older = System.Text.Json.JsonDocument.Parse("""{"iterations": 9, "cancellations": 3, "late_cancellations": 1}""");
+        Assert.Equal(new EngineCounts(9, 3, 1, 0, 0), AdminEndpointCounters.Parse(older.RootElement));
+        using var foreign = System.Text.Json.JsonDocument.Parse("""{"status": "ok"}""");
+        Assert.Null(AdminEndpointCounters.Parse(foreign.RootElement));
     }
 
     [Fact]
