@@ -476,21 +476,17 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
 
     private void RunSession(StepBinding binding)
     {
-        lock (_interruptLock)
-        {
-            if (_interruptPending)
-            {
-                _interruptPending = false;
-                throw new StepInterruptedException();
-            }
-            _running = true;
-        }
+        // Only the thread that runs steps allows interruption, so while it has not, no other
+        // thread touches the terminate flag and a run takes no lock.
+        var interruptible = _interruptible;
+        if (interruptible)
+            BeginInterruptibleRun();
         try
         {
             _session.RunWithBinding(_runOptions, binding.IoBinding);
             _memory.Synchronize(binding.IoBinding);
         }
-        catch (OnnxRuntimeException e) when (TakeInterruption())
+        catch (OnnxRuntimeException e) when (interruptible && TakeInterruption())
         {
             throw new StepInterruptedException("the step was interrupted", e);
         }
@@ -500,16 +496,36 @@ public sealed unsafe class DecoderRunner : IDecoderModel, IDisposable
         }
         finally
         {
-            lock (_interruptLock)
+            if (interruptible)
+                EndInterruptibleRun();
+        }
+    }
+
+    // An interruption asked for before the run ends it here; otherwise Interrupt may now set the terminate flag.
+    private void BeginInterruptibleRun()
+    {
+        lock (_interruptLock)
+        {
+            if (_interruptPending)
             {
-                _running = false;
-                if (_interruptPending)
-                {
-                    // Asked for as the run ended on its own: its results stand, and the flag must
-                    // not end the next run.
-                    _interruptPending = false;
-                    _runOptions.Terminate = false;
-                }
+                _interruptPending = false;
+                throw new StepInterruptedException();
+            }
+            _running = true;
+        }
+    }
+
+    private void EndInterruptibleRun()
+    {
+        lock (_interruptLock)
+        {
+            _running = false;
+            if (_interruptPending)
+            {
+                // Asked for as the run ended on its own: its results stand, and the flag must not
+                // end the next run.
+                _interruptPending = false;
+                _runOptions.Terminate = false;
             }
         }
     }

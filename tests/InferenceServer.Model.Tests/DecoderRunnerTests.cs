@@ -211,7 +211,7 @@ public sealed class DecoderRunnerInterruptionTests(SmallModelFixture model) : IC
     }
 
     [Fact]
-    public async Task A_step_interrupted_from_another_thread_leaves_the_runner_as_it_was()
+    public async Task Interruptions_racing_steps_from_another_thread_leave_each_step_whole_or_ended_and_the_runner_as_it_was()
     {
         var tokens = SmallModelFixture.Tokens(120, seed: 22);
         using var reference = model.CreateRunner(slots: 1, capacity: 128);
@@ -221,8 +221,9 @@ public sealed class DecoderRunnerInterruptionTests(SmallModelFixture model) : IC
 
         for (var attempt = 0; attempt < 5; attempt++)
         {
-            // Asked for as the step starts, so mostly while ONNX Runtime runs it (its terminate
-            // flag); whichever way it lands, the step either ends early or completes.
+            // Asked for as the step starts: before it (ended at once), while ONNX Runtime runs it
+            // (its terminate flag) or after it (dropped); which one is up to the threads, so each
+            // step must either end early or give the whole, right logits.
             using var started = new ManualResetEventSlim();
             var interrupter = Task.Run(() =>
             {
