@@ -51,7 +51,10 @@ public sealed class ServeLifecycleTests
             await stalled.ConnectAsync(IPAddress.Loopback, port);
             await stalled.SendAsync(Encoding.ASCII.GetBytes(
                 "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"prompt\":"));
-            await Task.Delay(200);
+            // Time for the server to take the call into its pipeline (where it is counted as in
+            // flight); nothing outside the process shows that moment. 200 ms proved too short
+            // beside the other tests' model builds on 2 cores.
+            await Task.Delay(1000);
 
             using (var kill = System.Diagnostics.Process.Start("kill", ["-TERM", server.Id.ToString(CultureInfo.InvariantCulture)]))
                 await kill.WaitForExitAsync();
